@@ -422,6 +422,36 @@ impl Registry {
         }
     }
 
+    /// Ends the current session from the server's side, as a long partition would: a
+    /// second connection takes over the session and closes it. The background loop then
+    /// sees `Expired` and recovers. For fault-injection tests and drills.
+    pub async fn force_expiry(&self) -> Result<()> {
+        let session = self.client().session().clone();
+        let config = &self.inner.config;
+        let twin = zk::Client::connector()
+            .with_session(session)
+            .with_session_timeout(Duration::from_millis(config.session_timeout_ms))
+            .connect(&config.connect)
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("cannot take over the session: {e}")))?;
+        drop(twin);
+        Ok(())
+    }
+
+    /// Deletes this process's ephemeral nodes and candidacy now, so peers see it leave at
+    /// once instead of after the session timeout.
+    async fn withdraw(&self) {
+        let (paths, candidate) = {
+            let mut owned = self.lock_owned();
+            let paths: Vec<String> = std::mem::take(&mut owned.ephemerals).into_keys().collect();
+            (paths, owned.candidate.take().and_then(|(_, n)| n))
+        };
+        let candidate = candidate.map(|n| format!("{}/{n}", paths::LEADER));
+        for path in paths.iter().chain(candidate.iter()) {
+            let _ = self.delete(path, None).await;
+        }
+    }
+
     // ----- the background loop ----------------------------------------------------------
 
     fn set_connected(&self, connected: bool) {
@@ -443,6 +473,7 @@ impl Registry {
             let outcome = self.serve_session(&client, fresh_session, &cancel).await;
             match outcome {
                 Outcome::Cancelled => {
+                    self.withdraw().await;
                     self.set_connected(false);
                     return;
                 }
