@@ -1,1 +1,136 @@
-//! placeholder
+//! The Larder gateway: the stateless, authenticated HTTP data plane tenant teams use.
+//!
+//! Layout:
+//! - [`config`]: the typed configuration of `larder-gateway`.
+//! - [`routes`]: one handler file per resource; [`router`] wires them.
+//! - [`state`]: shared handler state and the per-request authorisation step.
+//! - [`auth`]: bearer-token verification with a cache of verified tokens.
+//! - [`backend`]: one connection per Redis deployment, rebuilt after failover.
+//! - [`value`]: the stored value layout (content type, ETag, bytes).
+//! - [`metrics`]: the gateway's Prometheus metrics.
+//! - [`error`]: [`ApiError`](error::ApiError), the one error type of the API.
+//!
+//! The request path reads only the in-memory registry snapshot; it never waits on
+//! ZooKeeper, and keeps serving from the last snapshot while ZooKeeper is unreachable.
+
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+pub mod value;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use larder_registry::client::Watch;
+use larder_registry::model::GatewayRecord;
+use larder_registry::{Registry, RegistryError, paths};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use state::AppState;
+
+/// Why the gateway could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("the registry could not be read within {0:?}")]
+    NoSnapshot(Duration),
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The data API.
+pub fn router(state: AppState) -> Router {
+    let keys = "/v1/namespaces/{ns}/keys/{*key}";
+    Router::new()
+        .route(keys, get(routes::keys::get).put(routes::keys::put).delete(routes::keys::delete))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .fallback(|| async { error::ApiError::BadRequest("no such route".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+        ]))
+        .with_state(state)
+}
+
+/// Publishes this gateway in the registry and keeps its applied configuration zxid
+/// current there, so the control plane can tell when a change has reached every gateway.
+async fn announce(registry: Registry, mut record: GatewayRecord, cancel: CancellationToken) {
+    let snapshot = registry.snapshot();
+    let mut revisions = snapshot.subscribe();
+    let path = paths::gateway(&record.id);
+    loop {
+        let current = snapshot.load();
+        if record.applied_zxid != current.config_zxid || record.revision == 0 {
+            record.revision = current.revision;
+            record.applied_zxid = current.config_zxid;
+            if let Err(e) = registry.put_ephemeral(&path, &record).await {
+                tracing::debug!(error = %e, "could not publish gateway record; will retry");
+                record.revision = 0;
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = revisions.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)), if record.revision == 0 => {},
+        }
+        // Coalesce bursts of changes into one write.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the gateway on `listener` until `shutdown` is cancelled, then drains: HTTP
+/// first, then the background loops, then the ZooKeeper session.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
+    let registry = Registry::connect(config.zookeeper.clone(), Watch::Snapshot).await?;
+    let background = CancellationToken::new();
+    let session = tokio::spawn(registry.clone().run(background.clone()));
+    let snapshot = registry.snapshot();
+    let first_read = Duration::from_millis(config.zookeeper.request_timeout_ms * 2);
+    if snapshot.wait_for(first_read, |s| s.revision > 0).await.is_none() {
+        background.cancel();
+        let _ = session.await;
+        return Err(GatewayError::NoSnapshot(first_read));
+    }
+    let address = config
+        .advertise
+        .clone()
+        .or_else(|| listener.local_addr().ok().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let record = GatewayRecord {
+        id: config.id.clone(),
+        address: address.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        revision: 0,
+        applied_zxid: 0,
+        started_at_ms: larder_registry::now_ms(),
+    };
+    let announcer = tokio::spawn(announce(registry.clone(), record, background.clone()));
+    let state = AppState {
+        snapshot,
+        backends: Arc::new(backend::Backends::new(
+            Duration::from_millis(config.connect_timeout_ms),
+            Duration::from_millis(config.request_timeout_ms),
+        )),
+        verifier: Arc::new(auth::Verifier::new(config.token_cache_entries)),
+        metrics: Arc::new(metrics::Metrics::new()),
+        config: Arc::new(config),
+    };
+    tracing::info!(%address, "gateway listening");
+    let served = larder_service::http::serve(listener, router(state), shutdown).await;
+    background.cancel();
+    let _ = announcer.await;
+    let _ = session.await;
+    served.map_err(GatewayError::Io)
+}

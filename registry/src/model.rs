@@ -236,7 +236,10 @@ pub struct GatewayRecord {
     pub id: String,
     pub address: String,
     pub version: String,
+    /// The gateway's local snapshot revision.
     pub revision: u64,
+    /// The configuration zxid it has applied (see `Snapshot::config_zxid`).
+    pub applied_zxid: i64,
     pub started_at_ms: u64,
 }
 

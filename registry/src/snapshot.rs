@@ -44,6 +44,12 @@ pub struct Snapshot {
     pub candidates: Map<LeaderCandidate>,
     /// Values that failed to decode, by path, with the reason; surfaced, never applied.
     pub invalid: OrdMap<String, String>,
+    /// The highest zxid among the configuration it holds (clusters, namespaces, keys,
+    /// revocations). Unlike `revision` it is comparable across processes: a writer that
+    /// got zxid `z` back knows a reader with `config_zxid >= z` has applied its write.
+    /// Node health, gateway and election records do not move it, so a gateway can
+    /// publish it without feeding back into every other gateway.
+    pub config_zxid: i64,
 }
 
 impl Snapshot {
@@ -102,6 +108,14 @@ impl Snapshot {
                     }
                 },
             }
+        }
+        if let Some((_, _, zxid)) = data
+            && matches!(
+                paths::classify(path),
+                Entry::Cluster(_) | Entry::Namespace(_) | Entry::Key(_) | Entry::Revoked(_)
+            )
+        {
+            self.config_zxid = self.config_zxid.max(zxid);
         }
         let invalid = &mut self.invalid;
         match paths::classify(path) {

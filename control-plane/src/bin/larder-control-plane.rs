@@ -1,1 +1,67 @@
-fn main() {}
+//! `larder-control-plane`: parse the command line, load the config, start telemetry, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use larder_control_plane::Config;
+use serde::Serialize;
+
+/// The Larder admin API.
+#[derive(Debug, Parser, Serialize)]
+#[command(version, about)]
+struct Cli {
+    /// TOML config file; `LARDER_*` variables and these flags override it.
+    #[arg(long, short)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Address of the admin API, e.g. 127.0.0.1:8081.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    /// Directory of the private signing keys.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_dir: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(skip_serializing_if = "ZooKeeper::is_empty")]
+    zookeeper: ZooKeeper,
+}
+
+#[derive(Debug, clap::Args, Serialize)]
+struct ZooKeeper {
+    /// ZooKeeper servers, host:port[,host:port].
+    #[arg(long = "zookeeper")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect: Option<String>,
+    /// Registry root znode.
+    #[arg(long = "root")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root: Option<String>,
+}
+
+impl ZooKeeper {
+    fn is_empty(&self) -> bool {
+        self.connect.is_none() && self.root.is_none()
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = async {
+        let config: Config = larder_service::config::load(cli.config.as_deref(), &cli)?;
+        larder_service::telemetry::init(&config.log);
+        let listener = larder_service::http::bind(&config.listen).await?;
+        let shutdown = larder_service::shutdown::signal_token();
+        larder_control_plane::run(config, listener, shutdown).await?;
+        anyhow::Ok(())
+    };
+    match result.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("larder-control-plane: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

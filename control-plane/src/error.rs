@@ -1,0 +1,112 @@
+//! [`ApiError`]: every failure of the admin API, mapped to a status and a problem+json body.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use larder_registry::RegistryError;
+use larder_registry::auth::TokenError;
+use larder_service::Problem;
+
+/// What went wrong, by who is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or names something invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Unauthorized(#[from] TokenError),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with what exists (a different body for an existing name,
+    /// a cluster that still holds namespaces, a lost compare-and-set).
+    #[error("{0}")]
+    Conflict(String),
+    /// Well-formed but cannot be done (unreachable deployment, wrong topology, no room).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// ZooKeeper cannot be reached: mutations wait for it to come back.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; details are logged, not returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Conflict { .. } | RegistryError::AlreadyExists { .. } | RegistryError::NotEmpty { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
+            RegistryError::NotFound { .. } => ApiError::NotFound(e.to_string()),
+            RegistryError::InvalidName { .. } => ApiError::BadRequest(e.to_string()),
+            RegistryError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
+            RegistryError::Fenced => ApiError::Unavailable("this instance lost leadership; retry".into()),
+            RegistryError::Invalid { .. } | RegistryError::ZooKeeper { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl ApiError {
+    /// The problem body; internals never leak into it.
+    pub fn problem(&self) -> Problem {
+        use StatusCode as S;
+        match self {
+            ApiError::BadRequest(d) => Problem::new(S::BAD_REQUEST, "bad-request", "Bad request").with_detail(d),
+            ApiError::Unauthorized(e) => {
+                Problem::new(S::UNAUTHORIZED, "unauthorized", "Missing or invalid token").with_detail(e.to_string())
+            }
+            ApiError::Forbidden(d) => Problem::new(S::FORBIDDEN, "forbidden", "Not allowed").with_detail(d),
+            ApiError::NotFound(d) => Problem::new(S::NOT_FOUND, "not-found", "Not found").with_detail(d),
+            ApiError::Conflict(d) => Problem::new(S::CONFLICT, "conflict", "Conflict").with_detail(d),
+            ApiError::Unprocessable(d) => {
+                Problem::new(S::UNPROCESSABLE_ENTITY, "unprocessable", "Cannot be done").with_detail(d)
+            }
+            ApiError::Unavailable(d) => Problem::new(S::SERVICE_UNAVAILABLE, "registry-unavailable", "Registry unavailable")
+                .with_detail(d)
+                .with_retry_after(1),
+            ApiError::Internal(_) => Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        self.problem().into_response()
+    }
+}
+
+/// The JSON extractor of the admin API: malformed bodies and unknown fields get the
+/// same problem+json shape as every other error.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}

@@ -1,0 +1,211 @@
+//! Connections to the Redis deployments, one per deployment, shared by all requests.
+//!
+//! Standalone deployments get one multiplexed connection to the current master (the hot
+//! path: one socket carries every request, pipelined); Redis Cluster gets the cluster
+//! client, which follows `MOVED`/`ASK` and failovers itself. A connection is rebuilt
+//! when the registry shows a new epoch or endpoints (a failover) or after an I/O error.
+//!
+//! A dropped or timed-out request cannot receive another request's reply: the
+//! multiplexed connection's driver task matches replies to requests in order and
+//! discards the replies of requests whose callers went away.
+//!
+//! Each deployment is its own bulkhead: a failed connect is remembered briefly so the
+//! requests of a dead deployment fail fast with 503 instead of queueing, and no other
+//! deployment is affected.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use larder_registry::model::{Cluster, Topology};
+use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, RedisError};
+
+use crate::error::ApiError;
+
+/// How long a failed connect is remembered before the next attempt.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
+
+/// A live connection to one deployment; cheap to clone.
+#[derive(Clone)]
+pub enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Identity {
+    epoch: u64,
+    endpoints: Vec<String>,
+}
+
+struct Slot {
+    identity: Identity,
+    conn: Option<Conn>,
+    failed: Option<(Instant, String)>,
+    connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// All deployments' connections.
+pub struct Backends {
+    slots: RwLock<HashMap<String, Slot>>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+fn identity(cluster: &Cluster) -> Identity {
+    Identity { epoch: cluster.epoch, endpoints: cluster.endpoints.clone() }
+}
+
+/// Whether an error means the connection itself is unusable.
+fn broken(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error()
+}
+
+impl Backends {
+    pub fn new(connect_timeout: Duration, request_timeout: Duration) -> Self {
+        Self { slots: RwLock::new(HashMap::new()), connect_timeout, request_timeout }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Slot>> {
+        // Each write is a single insert or field update; a poisoned lock holds no
+        // half-made state, so it stays usable.
+        self.slots.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Slot>> {
+        self.slots.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection for `cluster`, opening it if needed.
+    pub async fn get(&self, cluster: &Cluster) -> Result<Conn, ApiError> {
+        let id = identity(cluster);
+        let connecting = {
+            let slots = self.read();
+            match slots.get(&cluster.name) {
+                Some(slot) if slot.identity == id => {
+                    if let Some(conn) = &slot.conn {
+                        return Ok(conn.clone());
+                    }
+                    if let Some((at, why)) = &slot.failed
+                        && at.elapsed() < RETRY_AFTER_FAILURE
+                    {
+                        return Err(unavailable(cluster, why));
+                    }
+                    Some(slot.connecting.clone())
+                }
+                _ => None,
+            }
+        };
+        let connecting = match connecting {
+            Some(c) => c,
+            None => {
+                let mut slots = self.write();
+                let slot = slots.entry(cluster.name.clone()).or_insert_with(|| Slot {
+                    identity: id.clone(),
+                    conn: None,
+                    failed: None,
+                    connecting: Arc::default(),
+                });
+                if slot.identity != id {
+                    *slot = Slot { identity: id.clone(), conn: None, failed: None, connecting: Arc::default() };
+                }
+                slot.connecting.clone()
+            }
+        };
+        // One connect at a time per deployment; the others wait and reuse its result.
+        let _guard = connecting.lock().await;
+        {
+            let slots = self.read();
+            if let Some(slot) = slots.get(&cluster.name).filter(|s| s.identity == id) {
+                if let Some(conn) = &slot.conn {
+                    return Ok(conn.clone());
+                }
+                if let Some((at, why)) = &slot.failed
+                    && at.elapsed() < RETRY_AFTER_FAILURE
+                {
+                    return Err(unavailable(cluster, why));
+                }
+            }
+        }
+        let result = self.connect(cluster).await;
+        let mut slots = self.write();
+        if let Some(slot) = slots.get_mut(&cluster.name).filter(|s| s.identity == id) {
+            match &result {
+                Ok(conn) => {
+                    slot.conn = Some(conn.clone());
+                    slot.failed = None;
+                }
+                Err(why) => slot.failed = Some((Instant::now(), why.clone())),
+            }
+        }
+        result.map_err(|why| unavailable(cluster, &why))
+    }
+
+    async fn connect(&self, cluster: &Cluster) -> Result<Conn, String> {
+        let work = async {
+            match cluster.topology {
+                Topology::Standalone => {
+                    let master = cluster.master().ok_or("no master registered")?;
+                    let client = redis::Client::open(format!("redis://{master}/")).map_err(|e| e.to_string())?;
+                    let config = redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.connect_timeout))
+                        .set_response_timeout(Some(self.request_timeout));
+                    let conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| e.to_string())?;
+                    Ok(Conn::Single(conn))
+                }
+                Topology::Cluster => {
+                    let nodes: Vec<String> = cluster.endpoints.iter().map(|e| format!("redis://{e}/")).collect();
+                    let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                        .connection_timeout(self.connect_timeout)
+                        .response_timeout(self.request_timeout)
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    let conn = client.get_async_connection().await.map_err(|e| e.to_string())?;
+                    Ok(Conn::Cluster(conn))
+                }
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout * 2, work).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("connect timed out after {} ms", self.connect_timeout.as_millis())),
+        }
+    }
+
+    /// Forgets a broken connection so the next request opens a new one.
+    fn evict(&self, cluster: &Cluster, why: &str) {
+        let mut slots = self.write();
+        if let Some(slot) = slots.get_mut(&cluster.name) {
+            slot.conn = None;
+            slot.failed = Some((Instant::now(), why.to_owned()));
+        }
+    }
+
+    /// Runs `cmd` on `cluster` within the request deadline.
+    pub async fn query<T: FromRedisValue>(&self, cluster: &Cluster, cmd: &Cmd) -> Result<T, ApiError> {
+        let conn = self.get(cluster).await?;
+        let work = async move {
+            match conn {
+                Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
+            }
+        };
+        match tokio::time::timeout(self.request_timeout, work).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if broken(&e) => {
+                self.evict(cluster, &e.to_string());
+                Err(unavailable(cluster, &e.to_string()))
+            }
+            Ok(Err(e)) if e.kind() == redis::ErrorKind::Io || e.to_string().contains("timed out") => {
+                Err(ApiError::BackendTimeout { cluster: cluster.name.clone(), ms: self.request_timeout.as_millis() as u64 })
+            }
+            Ok(Err(e)) => Err(ApiError::Backend { cluster: cluster.name.clone(), detail: e.to_string() }),
+            Err(_) => Err(ApiError::BackendTimeout { cluster: cluster.name.clone(), ms: self.request_timeout.as_millis() as u64 }),
+        }
+    }
+}
+
+fn unavailable(cluster: &Cluster, why: &str) -> ApiError {
+    ApiError::BackendUnavailable { cluster: cluster.name.clone(), detail: why.to_owned() }
+}

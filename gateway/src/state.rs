@@ -1,0 +1,55 @@
+//! Shared state of the data API handlers, and the per-request authorisation step.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use larder_registry::auth::Permission;
+use larder_registry::model::{Cluster, Namespace, NamespaceState};
+use larder_registry::{SnapshotReader, Versioned};
+
+use crate::auth::{self, Verifier};
+use crate::backend::Backends;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub snapshot: SnapshotReader,
+    pub backends: Arc<Backends>,
+    pub verifier: Arc<Verifier>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<Config>,
+}
+
+/// A request cleared to touch one namespace.
+pub struct Access {
+    pub namespace: Arc<Versioned<Namespace>>,
+    pub cluster: Arc<Versioned<Cluster>>,
+}
+
+impl AppState {
+    /// Authenticates the caller, then checks namespace, permission and namespace state —
+    /// in that order, so a caller without a valid token learns nothing about which
+    /// namespaces exist.
+    pub fn authorize(&self, headers: &HeaderMap, namespace: &str, permission: Permission) -> Result<Access, ApiError> {
+        let snapshot = self.snapshot.load();
+        let verified = self.verifier.verify(&snapshot, headers)?;
+        auth::require(&verified.claims, namespace, permission).map_err(ApiError::Forbidden)?;
+        let ns = snapshot
+            .namespace(namespace)
+            .cloned()
+            .ok_or_else(|| ApiError::NamespaceNotFound(namespace.to_owned()))?;
+        match ns.value.state {
+            NamespaceState::Active | NamespaceState::Migrating => {}
+            NamespaceState::Disabled => return Err(ApiError::NamespaceUnavailable(namespace.to_owned(), "disabled")),
+            NamespaceState::Deleting => return Err(ApiError::NamespaceUnavailable(namespace.to_owned(), "being deleted")),
+        }
+        let cluster = snapshot.cluster(&ns.value.cluster).cloned().ok_or_else(|| ApiError::BackendUnavailable {
+            cluster: ns.value.cluster.clone(),
+            detail: "the namespace's deployment is not registered".into(),
+        })?;
+        Ok(Access { namespace: ns, cluster })
+    }
+}
