@@ -5,7 +5,9 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::{ClusterView, CreateNamespace, IssueToken, IssuedToken, List, NamespaceView, RegisterCluster};
+use crate::api::{
+    ClusterView, CreateNamespace, IssueToken, IssuedToken, List, NamespaceView, RegisterCluster,
+};
 
 /// What a call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +31,19 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() }
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: reqwest::Client::new(),
+        }
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T, ClientError> {
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -44,16 +55,24 @@ impl Client {
         let status = response.status();
         let bytes = response.bytes().await?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| ClientError::Unexpected { status, body: format!("{e}: {}", String::from_utf8_lossy(&bytes)) });
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+                status,
+                body: format!("{e}: {}", String::from_utf8_lossy(&bytes)),
+            });
         }
         match serde_json::from_slice::<Problem>(&bytes) {
             Ok(problem) => Err(ClientError::Problem(problem)),
-            Err(_) => Err(ClientError::Unexpected { status, body: String::from_utf8_lossy(&bytes).into_owned() }),
+            Err(_) => Err(ClientError::Unexpected {
+                status,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
         }
     }
 
-    pub async fn register_cluster(&self, request: &RegisterCluster) -> Result<ClusterView, ClientError> {
+    pub async fn register_cluster(
+        &self,
+        request: &RegisterCluster,
+    ) -> Result<ClusterView, ClientError> {
         self.call(Method::POST, "/v1/clusters", Some(request)).await
     }
 
@@ -62,22 +81,38 @@ impl Client {
     }
 
     pub async fn cluster(&self, name: &str) -> Result<ClusterView, ClientError> {
-        self.call::<(), _>(Method::GET, &format!("/v1/clusters/{name}"), None).await
+        self.call::<(), _>(Method::GET, &format!("/v1/clusters/{name}"), None)
+            .await
     }
 
-    pub async fn create_namespace(&self, request: &CreateNamespace) -> Result<NamespaceView, ClientError> {
-        self.call(Method::POST, "/v1/namespaces", Some(request)).await
+    pub async fn create_namespace(
+        &self,
+        request: &CreateNamespace,
+    ) -> Result<NamespaceView, ClientError> {
+        self.call(Method::POST, "/v1/namespaces", Some(request))
+            .await
     }
 
     pub async fn namespaces(&self) -> Result<List<NamespaceView>, ClientError> {
-        self.call::<(), _>(Method::GET, "/v1/namespaces", None).await
+        self.call::<(), _>(Method::GET, "/v1/namespaces", None)
+            .await
     }
 
     pub async fn namespace(&self, name: &str) -> Result<NamespaceView, ClientError> {
-        self.call::<(), _>(Method::GET, &format!("/v1/namespaces/{name}"), None).await
+        self.call::<(), _>(Method::GET, &format!("/v1/namespaces/{name}"), None)
+            .await
     }
 
-    pub async fn issue_token(&self, namespace: &str, request: &IssueToken) -> Result<IssuedToken, ClientError> {
-        self.call(Method::POST, &format!("/v1/namespaces/{namespace}/tokens"), Some(request)).await
+    pub async fn issue_token(
+        &self,
+        namespace: &str,
+        request: &IssueToken,
+    ) -> Result<IssuedToken, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/namespaces/{namespace}/tokens"),
+            Some(request),
+        )
+        .await
     }
 }

@@ -44,14 +44,25 @@ impl Default for Config {
 /// `<prefix>-<hostname>`, or `<prefix>-local` when the host name is unknown.
 pub fn default_id(prefix: &str) -> String {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-    if host.is_empty() { format!("{prefix}-local") } else { format!("{prefix}-{host}") }
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    if host.is_empty() {
+        format!("{prefix}-local")
+    } else {
+        format!("{prefix}-{host}")
+    }
 }
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!("listen {:?} must be an ip:port address", self.listen));
+            return Err(format!(
+                "listen {:?} must be an ip:port address",
+                self.listen
+            ));
         }
         larder_registry::names::id("id", &self.id).map_err(|e| e.to_string())?;
         if self.key_dir.as_os_str().is_empty() {

@@ -19,6 +19,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     /// The request conflicts with what exists (a different body for an existing name,
     /// a cluster that still holds namespaces, a lost compare-and-set).
     #[error("{0}")]
@@ -37,14 +39,18 @@ pub enum ApiError {
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
-            RegistryError::Conflict { .. } | RegistryError::AlreadyExists { .. } | RegistryError::NotEmpty { .. } => {
-                ApiError::Conflict(e.to_string())
-            }
+            RegistryError::Conflict { .. }
+            | RegistryError::AlreadyExists { .. }
+            | RegistryError::NotEmpty { .. } => ApiError::Conflict(e.to_string()),
             RegistryError::NotFound { .. } => ApiError::NotFound(e.to_string()),
             RegistryError::InvalidName { .. } => ApiError::BadRequest(e.to_string()),
             RegistryError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
-            RegistryError::Fenced => ApiError::Unavailable("this instance lost leadership; retry".into()),
-            RegistryError::Invalid { .. } | RegistryError::ZooKeeper { .. } => ApiError::Internal(e.to_string()),
+            RegistryError::Fenced => {
+                ApiError::Unavailable("this instance lost leadership; retry".into())
+            }
+            RegistryError::Invalid { .. } | RegistryError::ZooKeeper { .. } => {
+                ApiError::Internal(e.to_string())
+            }
         }
     }
 }
@@ -72,20 +78,42 @@ impl ApiError {
     pub fn problem(&self) -> Problem {
         use StatusCode as S;
         match self {
-            ApiError::BadRequest(d) => Problem::new(S::BAD_REQUEST, "bad-request", "Bad request").with_detail(d),
+            ApiError::BadRequest(d) => {
+                Problem::new(S::BAD_REQUEST, "bad-request", "Bad request").with_detail(d)
+            }
             ApiError::Unauthorized(e) => {
-                Problem::new(S::UNAUTHORIZED, "unauthorized", "Missing or invalid token").with_detail(e.to_string())
+                Problem::new(S::UNAUTHORIZED, "unauthorized", "Missing or invalid token")
+                    .with_detail(e.to_string())
             }
-            ApiError::Forbidden(d) => Problem::new(S::FORBIDDEN, "forbidden", "Not allowed").with_detail(d),
-            ApiError::NotFound(d) => Problem::new(S::NOT_FOUND, "not-found", "Not found").with_detail(d),
-            ApiError::Conflict(d) => Problem::new(S::CONFLICT, "conflict", "Conflict").with_detail(d),
+            ApiError::Forbidden(d) => {
+                Problem::new(S::FORBIDDEN, "forbidden", "Not allowed").with_detail(d)
+            }
+            ApiError::NotFound(d) => {
+                Problem::new(S::NOT_FOUND, "not-found", "Not found").with_detail(d)
+            }
+            ApiError::MethodNotAllowed => Problem::new(
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            )
+            .with_detail(self.to_string()),
+            ApiError::Conflict(d) => {
+                Problem::new(S::CONFLICT, "conflict", "Conflict").with_detail(d)
+            }
             ApiError::Unprocessable(d) => {
-                Problem::new(S::UNPROCESSABLE_ENTITY, "unprocessable", "Cannot be done").with_detail(d)
+                Problem::new(S::UNPROCESSABLE_ENTITY, "unprocessable", "Cannot be done")
+                    .with_detail(d)
             }
-            ApiError::Unavailable(d) => Problem::new(S::SERVICE_UNAVAILABLE, "registry-unavailable", "Registry unavailable")
-                .with_detail(d)
-                .with_retry_after(1),
-            ApiError::Internal(_) => Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+            ApiError::Unavailable(d) => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "registry-unavailable",
+                "Registry unavailable",
+            )
+            .with_detail(d)
+            .with_retry_after(1),
+            ApiError::Internal(_) => {
+                Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+            }
         }
     }
 }
@@ -98,6 +126,11 @@ impl IntoResponse for ApiError {
         self.problem().into_response()
     }
 }
+
+/// The path extractor of the admin API: a bad path segment is a problem+json 400.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
 
 /// The JSON extractor of the admin API: malformed bodies and unknown fields get the
 /// same problem+json shape as every other error.

@@ -10,8 +10,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
 use ed25519_dalek::SigningKey as DalekKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use larder_registry::auth::{Claims, ISSUER};
 use larder_registry::model::{KeyState, SigningKey};
@@ -21,7 +21,10 @@ use larder_registry::{Registry, RegistryError, paths};
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("key directory {dir}: {source}")]
-    Io { dir: PathBuf, source: std::io::Error },
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("signing key {path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("no signing key in {0}")]
@@ -45,7 +48,9 @@ pub struct PrivateKey {
 
 impl std::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PrivateKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("PrivateKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -57,7 +62,10 @@ pub struct KeyStore {
 }
 
 fn io(dir: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
-    move |source| KeyError::Io { dir: dir.to_owned(), source }
+    move |source| KeyError::Io {
+        dir: dir.to_owned(),
+        source,
+    }
 }
 
 impl KeyStore {
@@ -66,22 +74,38 @@ impl KeyStore {
         let mut keys = Vec::new();
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self { dir: dir.to_owned(), keys }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self {
+                    dir: dir.to_owned(),
+                    keys,
+                });
+            }
             Err(e) => return Err(io(dir)(e)),
         };
         for entry in entries {
             let path = entry.map_err(io(dir))?.path();
-            let Some(kid) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".pem")) else {
+            let Some(kid) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pem"))
+            else {
                 continue;
             };
-            let invalid = |reason: String| KeyError::Invalid { path: path.clone(), reason };
+            let invalid = |reason: String| KeyError::Invalid {
+                path: path.clone(),
+                reason,
+            };
             let mode = fs::metadata(&path).map_err(io(dir))?.permissions().mode();
             if mode & 0o077 != 0 {
-                return Err(invalid(format!("mode {:o} lets others read it; chmod 600", mode & 0o777)));
+                return Err(invalid(format!(
+                    "mode {:o} lets others read it; chmod 600",
+                    mode & 0o777
+                )));
             }
             let pem = fs::read_to_string(&path).map_err(io(dir))?;
             let dalek = DalekKey::from_pkcs8_pem(&pem).map_err(|e| invalid(e.to_string()))?;
-            let encoding = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+            let encoding =
+                EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| invalid(e.to_string()))?;
             let created_at_ms = fs::metadata(&path)
                 .and_then(|m| m.modified())
                 .ok()
@@ -91,13 +115,17 @@ impl KeyStore {
             keys.push(PrivateKey {
                 kid: kid.to_owned(),
                 encoding,
-                public_key: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(dalek.verifying_key().as_bytes()),
+                public_key: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(dalek.verifying_key().as_bytes()),
                 created_at_ms,
             });
         }
         // Key ids embed their creation time, so name order is age order.
         keys.sort_by(|a, b| a.kid.cmp(&b.kid));
-        Ok(Self { dir: dir.to_owned(), keys })
+        Ok(Self {
+            dir: dir.to_owned(),
+            keys,
+        })
     }
 
     /// Loads the directory, creating it and a first key when it holds none.
@@ -114,8 +142,14 @@ impl KeyStore {
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(io(&self.dir))?;
         let key = DalekKey::generate(&mut rand::rngs::OsRng);
-        let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Sign(e.to_string()))?;
-        let kid = format!("k{}-{:08x}", larder_registry::now_ms(), rand::random::<u32>());
+        let pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Sign(e.to_string()))?;
+        let kid = format!(
+            "k{}-{:08x}",
+            larder_registry::now_ms(),
+            rand::random::<u32>()
+        );
         let path = self.dir.join(format!("{kid}.pem"));
         let mut file = fs::OpenOptions::new()
             .write(true)
@@ -125,12 +159,16 @@ impl KeyStore {
             .map_err(io(&self.dir))?;
         file.write_all(pem.as_bytes()).map_err(io(&self.dir))?;
         *self = Self::load(&self.dir)?;
-        self.keys.last().ok_or_else(|| KeyError::Empty(self.dir.clone()))
+        self.keys
+            .last()
+            .ok_or_else(|| KeyError::Empty(self.dir.clone()))
     }
 
     /// The key that signs new tokens.
     pub fn active(&self) -> Result<&PrivateKey, KeyError> {
-        self.keys.last().ok_or_else(|| KeyError::Empty(self.dir.clone()))
+        self.keys
+            .last()
+            .ok_or_else(|| KeyError::Empty(self.dir.clone()))
     }
 
     pub fn keys(&self) -> &[PrivateKey] {
@@ -142,7 +180,8 @@ impl KeyStore {
         let key = self.active()?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| KeyError::Sign(e.to_string()))?;
+        let token = jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| KeyError::Sign(e.to_string()))?;
         Ok((token, key.kid.clone()))
     }
 
@@ -162,7 +201,9 @@ impl KeyStore {
                 Err(RegistryError::AlreadyExists { .. }) => {
                     let existing = registry.get::<SigningKey>(&paths::key(&key.kid)).await?;
                     if existing.is_some_and(|e| e.value.public_key != key.public_key) {
-                        return Err(KeyError::Mismatch { kid: key.kid.clone() });
+                        return Err(KeyError::Mismatch {
+                            kid: key.kid.clone(),
+                        });
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -173,7 +214,13 @@ impl KeyStore {
 }
 
 /// Claims of a new token.
-pub fn claims(subject: &str, audience: &str, namespaces: Vec<String>, perms: Vec<larder_registry::auth::Permission>, ttl_s: u64) -> Claims {
+pub fn claims(
+    subject: &str,
+    audience: &str,
+    namespaces: Vec<String>,
+    perms: Vec<larder_registry::auth::Permission>,
+    ttl_s: u64,
+) -> Claims {
     let now = larder_registry::now_ms() / 1000;
     Claims {
         iss: ISSUER.into(),
@@ -197,15 +244,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("larder-keys-{}", uuid::Uuid::new_v4()));
         let store = KeyStore::load_or_create(&dir).unwrap();
         let kid = store.active().unwrap().kid.clone();
-        let mode = fs::metadata(dir.join(format!("{kid}.pem"))).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.join(format!("{kid}.pem")))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let c = claims("me", "aud", vec![], vec![], 60);
         let (token, signed_by) = store.sign(&c).unwrap();
         assert_eq!(signed_by, kid);
         assert_eq!(token.split('.').count(), 3);
         // A world-readable key is refused at load.
-        fs::set_permissions(dir.join(format!("{kid}.pem")), fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(KeyStore::load(&dir).unwrap_err().to_string().contains("chmod 600"));
+        fs::set_permissions(
+            dir.join(format!("{kid}.pem")),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        assert!(
+            KeyStore::load(&dir)
+                .unwrap_err()
+                .to_string()
+                .contains("chmod 600")
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -51,9 +51,15 @@ pub enum ControlPlaneError {
 /// The admin API.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
-        .route("/v1/clusters", post(routes::clusters::register).get(routes::clusters::list))
+        .route(
+            "/v1/clusters",
+            post(routes::clusters::register).get(routes::clusters::list),
+        )
         .route("/v1/clusters/{name}", get(routes::clusters::show))
-        .route("/v1/namespaces", post(routes::namespaces::create).get(routes::namespaces::list))
+        .route(
+            "/v1/namespaces",
+            post(routes::namespaces::create).get(routes::namespaces::list),
+        )
         .route("/v1/namespaces/{name}", get(routes::namespaces::show))
         .route("/v1/namespaces/{name}/tokens", post(routes::tokens::issue));
     Router::new()
@@ -62,22 +68,35 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
-            axum::http::header::AUTHORIZATION,
-        ]))
+        .layer(
+            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                axum::http::header::AUTHORIZATION,
+            ]),
+        )
         .with_state(state)
 }
 
 /// Runs the control plane on `listener` until `shutdown` is cancelled, then drains:
 /// HTTP first, then the registry session (which withdraws its candidacy at once).
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ControlPlaneError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ControlPlaneError> {
     let keys = keys::KeyStore::load_or_create(&config.key_dir)?;
     let registry = Registry::connect(config.zookeeper.clone(), Watch::Snapshot).await?;
     let background = CancellationToken::new();
     let session = tokio::spawn(registry.clone().run(background.clone()));
-    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let started = async {
         keys.publish(&registry).await?;
         registry

@@ -5,7 +5,9 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 use crate::state::AppState;
 
@@ -31,22 +33,41 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("larder_cp_requests_total", "Admin API requests by route and status code."),
+            Opts::new(
+                "larder_cp_requests_total",
+                "Admin API requests by route and status code.",
+            ),
             &["route", "status"],
         )
         .expect("valid metric");
         let duration = HistogramVec::new(
-            HistogramOpts::new("larder_cp_request_duration_seconds", "Admin API request duration by route.")
-                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            HistogramOpts::new(
+                "larder_cp_request_duration_seconds",
+                "Admin API request duration by route.",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
             &["route"],
         )
         .expect("valid metric");
-        let is_leader = IntGauge::new("larder_cp_is_leader", "1 while this control-plane instance is the leader.").expect("valid metric");
-        let zookeeper_connected =
-            IntGauge::new("larder_cp_zookeeper_connected", "1 while the ZooKeeper session is connected.").expect("valid metric");
-        let revision = IntGauge::new("larder_cp_registry_revision", "Registry snapshot revision applied.").expect("valid metric");
-        let namespaces = IntGauge::new("larder_cp_namespaces", "Namespaces in the registry.").expect("valid metric");
-        let clusters = IntGauge::new("larder_cp_clusters", "Redis deployments in the registry.").expect("valid metric");
+        let is_leader = IntGauge::new(
+            "larder_cp_is_leader",
+            "1 while this control-plane instance is the leader.",
+        )
+        .expect("valid metric");
+        let zookeeper_connected = IntGauge::new(
+            "larder_cp_zookeeper_connected",
+            "1 while the ZooKeeper session is connected.",
+        )
+        .expect("valid metric");
+        let revision = IntGauge::new(
+            "larder_cp_registry_revision",
+            "Registry snapshot revision applied.",
+        )
+        .expect("valid metric");
+        let namespaces = IntGauge::new("larder_cp_namespaces", "Namespaces in the registry.")
+            .expect("valid metric");
+        let clusters = IntGauge::new("larder_cp_clusters", "Redis deployments in the registry.")
+            .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -58,7 +79,16 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
-        Self { registry, requests, duration, is_leader, zookeeper_connected, revision, namespaces, clusters }
+        Self {
+            registry,
+            requests,
+            duration,
+            is_leader,
+            zookeeper_connected,
+            revision,
+            namespaces,
+            clusters,
+        }
     }
 
     /// Text exposition of every metric.
@@ -84,7 +114,15 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .unwrap_or_else(|| "unmatched".into());
     let start = Instant::now();
     let response = next.run(request).await;
-    state.metrics.duration.with_label_values(&[&route]).observe(start.elapsed().as_secs_f64());
-    state.metrics.requests.with_label_values(&[&route, response.status().as_str()]).inc();
+    state
+        .metrics
+        .duration
+        .with_label_values(&[&route])
+        .observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .with_label_values(&[&route, response.status().as_str()])
+        .inc();
     response
 }

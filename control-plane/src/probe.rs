@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use larder_registry::model::Topology;
 use crate::api::RegisterCluster;
+use larder_registry::model::Topology;
 
 /// What one endpoint said about itself.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -28,14 +28,17 @@ pub fn parse_info(info: &str) -> Facts {
         role: field(info, "role").unwrap_or_default().to_owned(),
         cluster_enabled: field(info, "cluster_enabled") == Some("1"),
         version: field(info, "redis_version").unwrap_or_default().to_owned(),
-        maxmemory: field(info, "maxmemory").and_then(|v| v.parse().ok()).unwrap_or_default(),
+        maxmemory: field(info, "maxmemory")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default(),
         cluster_state_ok: false,
     }
 }
 
 async fn facts(endpoint: &str, timeout: Duration) -> Result<Facts, String> {
     let work = async {
-        let client = redis::Client::open(format!("redis://{endpoint}/")).map_err(|e| e.to_string())?;
+        let client =
+            redis::Client::open(format!("redis://{endpoint}/")).map_err(|e| e.to_string())?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
@@ -43,7 +46,11 @@ async fn facts(endpoint: &str, timeout: Duration) -> Result<Facts, String> {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        let info: String = redis::cmd("INFO").arg("server").arg("replication").arg("cluster").arg("memory")
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .arg("replication")
+            .arg("cluster")
+            .arg("memory")
             .query_async(&mut conn)
             .await
             .map_err(|e| format!("does not answer INFO like Redis: {e}"))?;
@@ -52,14 +59,21 @@ async fn facts(endpoint: &str, timeout: Duration) -> Result<Facts, String> {
             return Err("does not look like a Redis server".to_string());
         }
         if facts.cluster_enabled {
-            let state: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+            let state: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
             facts.cluster_state_ok = field(&state, "cluster_state") == Some("ok");
         }
         Ok(facts)
     };
     match tokio::time::timeout(timeout * 2, work).await {
         Ok(result) => result.map_err(|e| format!("{endpoint}: {e}")),
-        Err(_) => Err(format!("{endpoint}: no answer within {} ms", (timeout * 2).as_millis())),
+        Err(_) => Err(format!(
+            "{endpoint}: no answer within {} ms",
+            (timeout * 2).as_millis()
+        )),
     }
 }
 
@@ -70,15 +84,24 @@ pub async fn check(request: &RegisterCluster, timeout: Duration) -> Result<Strin
         Topology::Standalone => {
             let master = facts(&request.endpoints[0], timeout).await?;
             if master.cluster_enabled {
-                return Err(format!("{} runs in cluster mode; register it with topology \"cluster\"", request.endpoints[0]));
+                return Err(format!(
+                    "{} runs in cluster mode; register it with topology \"cluster\"",
+                    request.endpoints[0]
+                ));
             }
             if master.role != "master" {
-                return Err(format!("{} is a {}, not a master", request.endpoints[0], master.role));
+                return Err(format!(
+                    "{} is a {}, not a master",
+                    request.endpoints[0], master.role
+                ));
             }
             for replica in &request.replicas {
                 let f = facts(replica, timeout).await?;
                 if f.role != "slave" {
-                    return Err(format!("{replica} is declared a replica but its role is {}", f.role));
+                    return Err(format!(
+                        "{replica} is declared a replica but its role is {}",
+                        f.role
+                    ));
                 }
             }
             Ok(master.version)
@@ -88,7 +111,9 @@ pub async fn check(request: &RegisterCluster, timeout: Duration) -> Result<Strin
             for seed in &request.endpoints {
                 let f = facts(seed, timeout).await?;
                 if !f.cluster_enabled {
-                    return Err(format!("{seed} is not in cluster mode; register it with topology \"standalone\""));
+                    return Err(format!(
+                        "{seed} is not in cluster mode; register it with topology \"standalone\""
+                    ));
                 }
                 if !f.cluster_state_ok {
                     return Err(format!("{seed} reports cluster_state other than ok"));

@@ -25,7 +25,12 @@ pub struct Verified {
 struct Expiry;
 
 impl moka::Expiry<[u8; 32], (Verified, Instant)> for Expiry {
-    fn expire_after_create(&self, _: &[u8; 32], value: &(Verified, Instant), _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        value: &(Verified, Instant),
+        _: Instant,
+    ) -> Option<Duration> {
         Some(value.1.saturating_duration_since(Instant::now()))
     }
 }
@@ -37,7 +42,12 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(capacity: u64) -> Self {
-        Self { cache: Cache::builder().max_capacity(capacity).expire_after(Expiry).build() }
+        Self {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(Expiry)
+                .build(),
+        }
     }
 
     /// Verifies the request's bearer token against `snapshot`.
@@ -55,8 +65,12 @@ impl Verifier {
                     .into();
                 let now_s = larder_registry::now_ms() / 1000;
                 let lifetime = Duration::from_secs(claims.exp.saturating_sub(now_s));
-                let v = Verified { claims: Arc::new(claims), kid };
-                self.cache.insert(digest, (v.clone(), Instant::now() + lifetime));
+                let v = Verified {
+                    claims: Arc::new(claims),
+                    kid,
+                };
+                self.cache
+                    .insert(digest, (v.clone(), Instant::now() + lifetime));
                 return Ok(v);
             }
         };
@@ -69,7 +83,8 @@ impl Verifier {
             Some(_) => return Err(TokenError::RetiredKey(verified.kid.to_string())),
             None => return Err(TokenError::UnknownKey(verified.kid.to_string())),
         }
-        if verified.claims.exp + larder_registry::auth::LEEWAY_S < larder_registry::now_ms() / 1000 {
+        if verified.claims.exp + larder_registry::auth::LEEWAY_S < larder_registry::now_ms() / 1000
+        {
             return Err(TokenError::Expired);
         }
         Ok(verified)
@@ -77,8 +92,12 @@ impl Verifier {
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, TokenError> {
-    let value = headers.get(axum::http::header::AUTHORIZATION).ok_or(TokenError::Missing)?;
-    let value = value.to_str().map_err(|_| TokenError::Malformed("authorization header is not text".into()))?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or(TokenError::Missing)?;
+    let value = value
+        .to_str()
+        .map_err(|_| TokenError::Malformed("authorization header is not text".into()))?;
     let (scheme, token) = value.split_once(' ').ok_or(TokenError::Missing)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(TokenError::Missing);
@@ -89,10 +108,15 @@ fn bearer(headers: &HeaderMap) -> Result<&str, TokenError> {
 /// What an operation needs.
 pub fn require(claims: &Claims, namespace: &str, permission: Permission) -> Result<(), String> {
     if !claims.ns.iter().any(|n| n == namespace) {
-        return Err(format!("the token is not valid for namespace {namespace:?}"));
+        return Err(format!(
+            "the token is not valid for namespace {namespace:?}"
+        ));
     }
     if !claims.perms.contains(&permission) {
-        let p = serde_json::to_value(permission).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let p = serde_json::to_value(permission)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         return Err(format!("the token lacks the {p} permission"));
     }
     Ok(())

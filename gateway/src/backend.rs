@@ -55,17 +55,27 @@ pub struct Backends {
 }
 
 fn identity(cluster: &Cluster) -> Identity {
-    Identity { epoch: cluster.epoch, endpoints: cluster.endpoints.clone() }
+    Identity {
+        epoch: cluster.epoch,
+        endpoints: cluster.endpoints.clone(),
+    }
 }
 
 /// Whether an error means the connection itself is unusable.
 fn broken(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error()
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
 }
 
 impl Backends {
     pub fn new(connect_timeout: Duration, request_timeout: Duration) -> Self {
-        Self { slots: RwLock::new(HashMap::new()), connect_timeout, request_timeout }
+        Self {
+            slots: RwLock::new(HashMap::new()),
+            connect_timeout,
+            request_timeout,
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Slot>> {
@@ -109,7 +119,12 @@ impl Backends {
                     connecting: Arc::default(),
                 });
                 if slot.identity != id {
-                    *slot = Slot { identity: id.clone(), conn: None, failed: None, connecting: Arc::default() };
+                    *slot = Slot {
+                        identity: id.clone(),
+                        conn: None,
+                        failed: None,
+                        connecting: Arc::default(),
+                    };
                 }
                 slot.connecting.clone()
             }
@@ -148,28 +163,42 @@ impl Backends {
             match cluster.topology {
                 Topology::Standalone => {
                     let master = cluster.master().ok_or("no master registered")?;
-                    let client = redis::Client::open(format!("redis://{master}/")).map_err(|e| e.to_string())?;
+                    let client = redis::Client::open(format!("redis://{master}/"))
+                        .map_err(|e| e.to_string())?;
                     let config = redis::AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(self.connect_timeout))
                         .set_response_timeout(Some(self.request_timeout));
-                    let conn = client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| e.to_string())?;
+                    let conn = client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     Ok(Conn::Single(conn))
                 }
                 Topology::Cluster => {
-                    let nodes: Vec<String> = cluster.endpoints.iter().map(|e| format!("redis://{e}/")).collect();
+                    let nodes: Vec<String> = cluster
+                        .endpoints
+                        .iter()
+                        .map(|e| format!("redis://{e}/"))
+                        .collect();
                     let client = redis::cluster::ClusterClientBuilder::new(nodes)
                         .connection_timeout(self.connect_timeout)
                         .response_timeout(self.request_timeout)
                         .build()
                         .map_err(|e| e.to_string())?;
-                    let conn = client.get_async_connection().await.map_err(|e| e.to_string())?;
+                    let conn = client
+                        .get_async_connection()
+                        .await
+                        .map_err(|e| e.to_string())?;
                     Ok(Conn::Cluster(conn))
                 }
             }
         };
         match tokio::time::timeout(self.connect_timeout * 2, work).await {
             Ok(result) => result,
-            Err(_) => Err(format!("connect timed out after {} ms", self.connect_timeout.as_millis())),
+            Err(_) => Err(format!(
+                "connect timed out after {} ms",
+                self.connect_timeout.as_millis()
+            )),
         }
     }
 
@@ -183,7 +212,11 @@ impl Backends {
     }
 
     /// Runs `cmd` on `cluster` within the request deadline.
-    pub async fn query<T: FromRedisValue>(&self, cluster: &Cluster, cmd: &Cmd) -> Result<T, ApiError> {
+    pub async fn query<T: FromRedisValue>(
+        &self,
+        cluster: &Cluster,
+        cmd: &Cmd,
+    ) -> Result<T, ApiError> {
         let conn = self.get(cluster).await?;
         let work = async move {
             match conn {
@@ -197,15 +230,29 @@ impl Backends {
                 self.evict(cluster, &e.to_string());
                 Err(unavailable(cluster, &e.to_string()))
             }
-            Ok(Err(e)) if e.kind() == redis::ErrorKind::Io || e.to_string().contains("timed out") => {
-                Err(ApiError::BackendTimeout { cluster: cluster.name.clone(), ms: self.request_timeout.as_millis() as u64 })
+            Ok(Err(e))
+                if e.kind() == redis::ErrorKind::Io || e.to_string().contains("timed out") =>
+            {
+                Err(ApiError::BackendTimeout {
+                    cluster: cluster.name.clone(),
+                    ms: self.request_timeout.as_millis() as u64,
+                })
             }
-            Ok(Err(e)) => Err(ApiError::Backend { cluster: cluster.name.clone(), detail: e.to_string() }),
-            Err(_) => Err(ApiError::BackendTimeout { cluster: cluster.name.clone(), ms: self.request_timeout.as_millis() as u64 }),
+            Ok(Err(e)) => Err(ApiError::Backend {
+                cluster: cluster.name.clone(),
+                detail: e.to_string(),
+            }),
+            Err(_) => Err(ApiError::BackendTimeout {
+                cluster: cluster.name.clone(),
+                ms: self.request_timeout.as_millis() as u64,
+            }),
         }
     }
 }
 
 fn unavailable(cluster: &Cluster, why: &str) -> ApiError {
-    ApiError::BackendUnavailable { cluster: cluster.name.clone(), detail: why.to_owned() }
+    ApiError::BackendUnavailable {
+        cluster: cluster.name.clone(),
+        detail: why.to_owned(),
+    }
 }

@@ -43,14 +43,25 @@ impl Default for Config {
 
 fn default_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-    format!("gw-{}-{}", if host.is_empty() { "local" } else { &host }, std::process::id())
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    format!(
+        "gw-{}-{}",
+        if host.is_empty() { "local" } else { &host },
+        std::process::id()
+    )
 }
 
 impl Validate for Config {
     fn validate(&self) -> Result<(), String> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(format!("listen {:?} must be an ip:port address", self.listen));
+            return Err(format!(
+                "listen {:?} must be an ip:port address",
+                self.listen
+            ));
         }
         larder_registry::names::id("id", &self.id).map_err(|e| e.to_string())?;
         if !(10..=60_000).contains(&self.request_timeout_ms) {

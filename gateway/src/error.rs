@@ -35,6 +35,10 @@ pub enum ApiError {
     Unauthorized(#[from] TokenError),
     #[error("{0}")]
     Forbidden(String),
+    #[error("no such route")]
+    NoRoute,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     #[error("no namespace {0:?}")]
     NamespaceNotFound(String),
     #[error("namespace {0:?} is {1}")]
@@ -61,7 +65,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn source(&self) -> Source {
         match self {
-            ApiError::BackendUnavailable { .. } | ApiError::BackendTimeout { .. } | ApiError::Backend { .. } => Source::Redis,
+            ApiError::BackendUnavailable { .. }
+            | ApiError::BackendTimeout { .. }
+            | ApiError::Backend { .. } => Source::Redis,
             ApiError::Internal(_) => Source::Internal,
             _ => Source::Client,
         }
@@ -69,7 +75,10 @@ impl ApiError {
 
     /// Whether the same request may succeed later.
     pub fn retryable(&self) -> bool {
-        matches!(self, ApiError::BackendUnavailable { .. } | ApiError::BackendTimeout { .. })
+        matches!(
+            self,
+            ApiError::BackendUnavailable { .. } | ApiError::BackendTimeout { .. }
+        )
     }
 
     /// The problem body; internals are logged, never returned.
@@ -78,21 +87,46 @@ impl ApiError {
         let detail = self.to_string();
         let p = match self {
             ApiError::BadRequest(_) => Problem::new(S::BAD_REQUEST, "bad-request", "Bad request"),
-            ApiError::Unauthorized(_) => Problem::new(S::UNAUTHORIZED, "unauthorized", "Missing or invalid token"),
+            ApiError::Unauthorized(_) => {
+                Problem::new(S::UNAUTHORIZED, "unauthorized", "Missing or invalid token")
+            }
             ApiError::Forbidden(_) => Problem::new(S::FORBIDDEN, "forbidden", "Not allowed"),
-            ApiError::NamespaceNotFound(_) => Problem::new(S::NOT_FOUND, "namespace-not-found", "Namespace not found"),
+            ApiError::NoRoute => Problem::new(S::NOT_FOUND, "no-route", "No such route"),
+            ApiError::MethodNotAllowed => Problem::new(
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            ApiError::NamespaceNotFound(_) => {
+                Problem::new(S::NOT_FOUND, "namespace-not-found", "Namespace not found")
+            }
             ApiError::NamespaceUnavailable(..) => {
                 Problem::new(S::FORBIDDEN, "namespace-disabled", "Namespace not serving")
             }
             ApiError::KeyNotFound => Problem::new(S::NOT_FOUND, "key-not-found", "Key not found"),
-            ApiError::KeyTooLong { .. } => Problem::new(S::BAD_REQUEST, "key-too-long", "Key too long"),
-            ApiError::ValueTooLarge { .. } => Problem::new(S::PAYLOAD_TOO_LARGE, "value-too-large", "Value too large"),
-            ApiError::BackendUnavailable { .. } => {
-                Problem::new(S::SERVICE_UNAVAILABLE, "backend-unavailable", "Cache backend unavailable").with_retry_after(1)
+            ApiError::KeyTooLong { .. } => {
+                Problem::new(S::BAD_REQUEST, "key-too-long", "Key too long")
             }
-            ApiError::BackendTimeout { .. } => Problem::new(S::GATEWAY_TIMEOUT, "backend-timeout", "Cache backend timed out"),
-            ApiError::Backend { .. } => Problem::new(S::BAD_GATEWAY, "backend-error", "Cache backend error"),
-            ApiError::Internal(_) => return Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+            ApiError::ValueTooLarge { .. } => {
+                Problem::new(S::PAYLOAD_TOO_LARGE, "value-too-large", "Value too large")
+            }
+            ApiError::BackendUnavailable { .. } => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "backend-unavailable",
+                "Cache backend unavailable",
+            )
+            .with_retry_after(1),
+            ApiError::BackendTimeout { .. } => Problem::new(
+                S::GATEWAY_TIMEOUT,
+                "backend-timeout",
+                "Cache backend timed out",
+            ),
+            ApiError::Backend { .. } => {
+                Problem::new(S::BAD_GATEWAY, "backend-error", "Cache backend error")
+            }
+            ApiError::Internal(_) => {
+                return Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "Internal error");
+            }
         };
         p.with_detail(detail)
     }
@@ -102,7 +136,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self.source() {
             Source::Client => tracing::debug!(error = %self, "request refused"),
-            source => tracing::warn!(error = %self, source = source.as_str(), retryable = self.retryable(), "request failed"),
+            source => {
+                tracing::warn!(error = %self, source = source.as_str(), retryable = self.retryable(), "request failed")
+            }
         }
         let mut response = self.problem().into_response();
         response.extensions_mut().insert(self.source());

@@ -51,16 +51,27 @@ pub enum GatewayError {
 pub fn router(state: AppState) -> Router {
     let keys = "/v1/namespaces/{ns}/keys/{*key}";
     Router::new()
-        .route(keys, get(routes::keys::get).put(routes::keys::put).delete(routes::keys::delete))
+        .route(
+            keys,
+            get(routes::keys::get)
+                .put(routes::keys::put)
+                .delete(routes::keys::delete),
+        )
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
-        .fallback(|| async { error::ApiError::BadRequest("no such route".into()) })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .fallback(|| async { error::ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
-            axum::http::header::AUTHORIZATION,
-        ]))
+        .layer(
+            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                axum::http::header::AUTHORIZATION,
+            ]),
+        )
         .with_state(state)
 }
 
@@ -92,13 +103,21 @@ async fn announce(registry: Registry, mut record: GatewayRecord, cancel: Cancell
 
 /// Runs the gateway on `listener` until `shutdown` is cancelled, then drains: HTTP
 /// first, then the background loops, then the ZooKeeper session.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), GatewayError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
     let registry = Registry::connect(config.zookeeper.clone(), Watch::Snapshot).await?;
     let background = CancellationToken::new();
     let session = tokio::spawn(registry.clone().run(background.clone()));
     let snapshot = registry.snapshot();
     let first_read = Duration::from_millis(config.zookeeper.request_timeout_ms * 2);
-    if snapshot.wait_for(first_read, |s| s.revision > 0).await.is_none() {
+    if snapshot
+        .wait_for(first_read, |s| s.revision > 0)
+        .await
+        .is_none()
+    {
         background.cancel();
         let _ = session.await;
         return Err(GatewayError::NoSnapshot(first_read));

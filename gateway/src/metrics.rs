@@ -10,7 +10,8 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Gauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::error::Source;
@@ -47,28 +48,59 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = must(IntCounterVec::new(
-            Opts::new("larder_gateway_requests_total", "Data API requests by namespace, operation and status code."),
+            Opts::new(
+                "larder_gateway_requests_total",
+                "Data API requests by namespace, operation and status code.",
+            ),
             &["namespace", "op", "status"],
         ));
         let duration = must(HistogramVec::new(
-            HistogramOpts::new("larder_gateway_request_duration_seconds", "Data API request duration.")
-                .buckets(vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            HistogramOpts::new(
+                "larder_gateway_request_duration_seconds",
+                "Data API request duration.",
+            )
+            .buckets(vec![
+                0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
             &["namespace", "op"],
         ));
-        let in_flight = must(IntGauge::new("larder_gateway_requests_in_flight", "Data API requests being served."));
-        let hits = must(IntCounterVec::new(Opts::new("larder_gateway_cache_hits_total", "Reads that found the key."), &["namespace"]));
-        let misses =
-            must(IntCounterVec::new(Opts::new("larder_gateway_cache_misses_total", "Reads that did not find the key."), &["namespace"]));
+        let in_flight = must(IntGauge::new(
+            "larder_gateway_requests_in_flight",
+            "Data API requests being served.",
+        ));
+        let hits = must(IntCounterVec::new(
+            Opts::new(
+                "larder_gateway_cache_hits_total",
+                "Reads that found the key.",
+            ),
+            &["namespace"],
+        ));
+        let misses = must(IntCounterVec::new(
+            Opts::new(
+                "larder_gateway_cache_misses_total",
+                "Reads that did not find the key.",
+            ),
+            &["namespace"],
+        ));
         let errors = must(IntCounterVec::new(
-            Opts::new("larder_gateway_errors_total", "Failed requests by the source of the failure."),
+            Opts::new(
+                "larder_gateway_errors_total",
+                "Failed requests by the source of the failure.",
+            ),
             &["source"],
         ));
-        let revision = must(IntGauge::new("larder_gateway_registry_revision", "Registry snapshot revision applied."));
+        let revision = must(IntGauge::new(
+            "larder_gateway_registry_revision",
+            "Registry snapshot revision applied.",
+        ));
         let staleness = must(Gauge::new(
             "larder_gateway_registry_staleness_seconds",
             "Seconds since ZooKeeper last confirmed the registry snapshot (0 while connected).",
         ));
-        let zookeeper_connected = must(IntGauge::new("larder_gateway_zookeeper_connected", "1 while the ZooKeeper session is connected."));
+        let zookeeper_connected = must(IntGauge::new(
+            "larder_gateway_zookeeper_connected",
+            "1 while the ZooKeeper session is connected.",
+        ));
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -82,7 +114,18 @@ impl Metrics {
         ] {
             must(registry.register(c));
         }
-        Self { registry, requests, duration, in_flight, hits, misses, errors, revision, staleness, zookeeper_connected }
+        Self {
+            registry,
+            requests,
+            duration,
+            in_flight,
+            hits,
+            misses,
+            errors,
+            revision,
+            staleness,
+            zookeeper_connected,
+        }
     }
 
     pub fn render(&self) -> String {
@@ -112,22 +155,38 @@ fn op(route: &str, method: &Method) -> &'static str {
 
 /// Counts and times data requests.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
     let Some(route) = route.filter(|r| r.starts_with("/v1/")) else {
         return next.run(request).await;
     };
     let op = op(&route, request.method());
     let namespace = {
-        let ns = request.uri().path().strip_prefix("/v1/namespaces/").and_then(|r| r.split('/').next()).unwrap_or("");
-        if state.snapshot.load().namespace(ns).is_some() { ns.to_owned() } else { "_other".to_owned() }
+        let ns = request
+            .uri()
+            .path()
+            .strip_prefix("/v1/namespaces/")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("");
+        if state.snapshot.load().namespace(ns).is_some() {
+            ns.to_owned()
+        } else {
+            "_other".to_owned()
+        }
     };
     let m = &state.metrics;
     m.in_flight.inc();
     let start = Instant::now();
     let response = next.run(request).await;
     m.in_flight.dec();
-    m.duration.with_label_values(&[&namespace, op]).observe(start.elapsed().as_secs_f64());
-    m.requests.with_label_values(&[&namespace, op, response.status().as_str()]).inc();
+    m.duration
+        .with_label_values(&[&namespace, op])
+        .observe(start.elapsed().as_secs_f64());
+    m.requests
+        .with_label_values(&[&namespace, op, response.status().as_str()])
+        .inc();
     if let Some(source) = response.extensions().get::<Source>() {
         m.errors.with_label_values(&[source.as_str()]).inc();
     }

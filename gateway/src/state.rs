@@ -33,7 +33,12 @@ impl AppState {
     /// Authenticates the caller, then checks namespace, permission and namespace state —
     /// in that order, so a caller without a valid token learns nothing about which
     /// namespaces exist.
-    pub fn authorize(&self, headers: &HeaderMap, namespace: &str, permission: Permission) -> Result<Access, ApiError> {
+    pub fn authorize(
+        &self,
+        headers: &HeaderMap,
+        namespace: &str,
+        permission: Permission,
+    ) -> Result<Access, ApiError> {
         let snapshot = self.snapshot.load();
         let verified = self.verifier.verify(&snapshot, headers)?;
         auth::require(&verified.claims, namespace, permission).map_err(ApiError::Forbidden)?;
@@ -43,13 +48,29 @@ impl AppState {
             .ok_or_else(|| ApiError::NamespaceNotFound(namespace.to_owned()))?;
         match ns.value.state {
             NamespaceState::Active | NamespaceState::Migrating => {}
-            NamespaceState::Disabled => return Err(ApiError::NamespaceUnavailable(namespace.to_owned(), "disabled")),
-            NamespaceState::Deleting => return Err(ApiError::NamespaceUnavailable(namespace.to_owned(), "being deleted")),
+            NamespaceState::Disabled => {
+                return Err(ApiError::NamespaceUnavailable(
+                    namespace.to_owned(),
+                    "disabled",
+                ));
+            }
+            NamespaceState::Deleting => {
+                return Err(ApiError::NamespaceUnavailable(
+                    namespace.to_owned(),
+                    "being deleted",
+                ));
+            }
         }
-        let cluster = snapshot.cluster(&ns.value.cluster).cloned().ok_or_else(|| ApiError::BackendUnavailable {
-            cluster: ns.value.cluster.clone(),
-            detail: "the namespace's deployment is not registered".into(),
-        })?;
-        Ok(Access { namespace: ns, cluster })
+        let cluster = snapshot
+            .cluster(&ns.value.cluster)
+            .cloned()
+            .ok_or_else(|| ApiError::BackendUnavailable {
+                cluster: ns.value.cluster.clone(),
+                detail: "the namespace's deployment is not registered".into(),
+            })?;
+        Ok(Access {
+            namespace: ns,
+            cluster,
+        })
     }
 }

@@ -68,11 +68,19 @@ pub fn decode(raw: Bytes) -> Stored {
         {
             let mut tag = [0; 8];
             tag.copy_from_slice(&raw[3 + ct_len..3 + ct_len + 8]);
-            return Stored { content_type: ct.to_owned(), etag: tag, value: raw.slice(3 + ct_len + 8..) };
+            return Stored {
+                content_type: ct.to_owned(),
+                etag: tag,
+                value: raw.slice(3 + ct_len + 8..),
+            };
         }
     }
     let ct = "application/octet-stream";
-    Stored { content_type: ct.to_owned(), etag: etag(ct, &raw), value: raw }
+    Stored {
+        content_type: ct.to_owned(),
+        etag: etag(ct, &raw),
+        value: raw,
+    }
 }
 
 #[cfg(test)]

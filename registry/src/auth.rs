@@ -90,16 +90,24 @@ pub enum TokenError {
 /// Verifies `token` for `audience` against the public keys and revocations in
 /// `snapshot`. The algorithm is fixed to EdDSA here, whatever the header says, so
 /// `alg: none` and HMAC-with-the-public-key forgeries are refused before any crypto.
-pub fn verify(snapshot: &crate::Snapshot, token: &str, audience: &str) -> Result<Claims, TokenError> {
+pub fn verify(
+    snapshot: &crate::Snapshot,
+    token: &str,
+    audience: &str,
+) -> Result<Claims, TokenError> {
     use jsonwebtoken::errors::ErrorKind;
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-    let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
     if header.alg != Algorithm::EdDSA {
         return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
     }
     let kid = header.kid.ok_or(TokenError::NoKeyId)?;
-    let key = snapshot.keys.get(&kid).ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+    let key = snapshot
+        .keys
+        .get(&kid)
+        .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
     if key.value.state != crate::model::KeyState::Active {
         return Err(TokenError::RetiredKey(kid));
     }
@@ -111,15 +119,20 @@ pub fn verify(snapshot: &crate::Snapshot, token: &str, audience: &str) -> Result
     validation.set_audience(&[audience]);
     validation.set_issuer(&[ISSUER]);
     validation.set_required_spec_claims(&["exp", "aud", "iss"]);
-    let data = jsonwebtoken::decode::<Claims>(token, &decoding, &validation).map_err(|e| match e.kind() {
-        ErrorKind::ExpiredSignature => TokenError::Expired,
-        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-        ErrorKind::InvalidAudience => TokenError::Audience,
-        ErrorKind::InvalidIssuer => TokenError::Issuer,
-        ErrorKind::InvalidSignature => TokenError::Signature,
-        ErrorKind::Json(_) | ErrorKind::MissingRequiredClaim(_) => TokenError::Claims(e.to_string()),
-        _ => TokenError::Malformed(e.to_string()),
-    })?;
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &decoding, &validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidAudience => TokenError::Audience,
+                ErrorKind::InvalidIssuer => TokenError::Issuer,
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                ErrorKind::Json(_) | ErrorKind::MissingRequiredClaim(_) => {
+                    TokenError::Claims(e.to_string())
+                }
+                _ => TokenError::Malformed(e.to_string()),
+            }
+        })?;
     if snapshot.is_revoked(&data.claims.jti) {
         return Err(TokenError::Revoked);
     }

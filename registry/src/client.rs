@@ -66,10 +66,17 @@ impl RegistryConfig {
             && self.root.len() > 1
             && !self.root.ends_with('/')
             && self.root[1..].split('/').all(|s| {
-                !s.is_empty() && s != "." && s != ".." && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                !s.is_empty()
+                    && s != "."
+                    && s != ".."
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             });
         if !root_ok {
-            return Err(format!("zookeeper.root {:?} must be an absolute path like /larder", self.root));
+            return Err(format!(
+                "zookeeper.root {:?} must be an absolute path like /larder",
+                self.root
+            ));
         }
         if !(2_000..=120_000).contains(&self.session_timeout_ms) {
             return Err("zookeeper.session_timeout_ms must be between 2000 and 120000".into());
@@ -110,7 +117,11 @@ pub struct SessionStatus {
 impl SessionStatus {
     /// Time since the snapshot was last confirmed; zero while connected.
     pub fn staleness(&self) -> Duration {
-        if self.connected { Duration::ZERO } else { self.last_confirmed.elapsed() }
+        if self.connected {
+            Duration::ZERO
+        } else {
+            self.last_confirmed.elapsed()
+        }
     }
 }
 
@@ -151,7 +162,12 @@ async fn open_session(config: &RegistryConfig) -> Result<zk::Client> {
             .with_fail_eagerly()
             .connect(&config.connect)
             .await
-            .map_err(|e| RegistryError::Unavailable(format!("cannot connect to ZooKeeper at {}: {e}", config.connect)))?;
+            .map_err(|e| {
+                RegistryError::Unavailable(format!(
+                    "cannot connect to ZooKeeper at {}: {e}",
+                    config.connect
+                ))
+            })?;
         let options = zk::CreateMode::Persistent.with_acls(acl());
         match client.mkdir(&config.root, &options).await {
             Ok(()) | Err(zk::Error::NodeExists) => {}
@@ -185,7 +201,12 @@ impl Registry {
     pub async fn connect(config: RegistryConfig, watch: Watch) -> Result<Self> {
         config.validate().map_err(RegistryError::Unavailable)?;
         let client = open_session(&config).await?;
-        let status = SessionStatus { connected: true, last_confirmed: Instant::now(), sessions: 1, resyncs: 0 };
+        let status = SessionStatus {
+            connected: true,
+            last_confirmed: Instant::now(),
+            sessions: 1,
+            resyncs: 0,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -204,7 +225,10 @@ impl Registry {
 
     /// The snapshot reader (empty until [`Registry::run`] has read the tree once).
     pub fn snapshot(&self) -> SnapshotReader {
-        SnapshotReader { cell: self.inner.snapshot.clone(), status: self.inner.status.subscribe() }
+        SnapshotReader {
+            cell: self.inner.snapshot.clone(),
+            status: self.inner.status.subscribe(),
+        }
     }
 
     /// Session status updates.
@@ -221,10 +245,16 @@ impl Registry {
         self.inner.client.load_full()
     }
 
-    async fn timed<T>(&self, path: &str, fut: impl Future<Output = Result<T, zk::Error>>) -> Result<T> {
+    async fn timed<T>(
+        &self,
+        path: &str,
+        fut: impl Future<Output = Result<T, zk::Error>>,
+    ) -> Result<T> {
         match tokio::time::timeout(self.inner.config.request_timeout(), fut).await {
             Ok(result) => result.map_err(|e| RegistryError::from_zk(path, e)),
-            Err(_) => Err(RegistryError::Unavailable(format!("request on {path} timed out"))),
+            Err(_) => Err(RegistryError::Unavailable(format!(
+                "request on {path} timed out"
+            ))),
         }
     }
 
@@ -236,7 +266,11 @@ impl Registry {
         match self.timed(path, client.get_data(path)).await {
             Ok((bytes, stat)) => {
                 let value = codec::decode(path, &bytes)?;
-                Ok(Some(Versioned { value, version: stat.version, modified_zxid: stat.mzxid }))
+                Ok(Some(Versioned {
+                    value,
+                    version: stat.version,
+                    modified_zxid: stat.mzxid,
+                }))
             }
             Err(RegistryError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -255,8 +289,14 @@ impl Registry {
     pub async fn create<T: Record>(&self, path: &str, value: &T) -> Result<Versioned<()>> {
         let client = self.client();
         let options = zk::CreateMode::Persistent.with_acls(acl());
-        let (stat, _) = self.timed(path, client.create(path, &codec::encode(value), &options)).await?;
-        Ok(Versioned { value: (), version: stat.version, modified_zxid: stat.mzxid })
+        let (stat, _) = self
+            .timed(path, client.create(path, &codec::encode(value), &options))
+            .await?;
+        Ok(Versioned {
+            value: (),
+            version: stat.version,
+            modified_zxid: stat.mzxid,
+        })
     }
 
     /// Creates an empty persistent znode unless it exists.
@@ -271,16 +311,31 @@ impl Registry {
 
     /// Replaces a znode's value if its version is still `expected_version`;
     /// [`RegistryError::Conflict`] otherwise. Returns the new version.
-    pub async fn set<T: Record>(&self, path: &str, value: &T, expected_version: i32) -> Result<Versioned<()>> {
+    pub async fn set<T: Record>(
+        &self,
+        path: &str,
+        value: &T,
+        expected_version: i32,
+    ) -> Result<Versioned<()>> {
         let client = self.client();
-        let stat = self.timed(path, client.set_data(path, &codec::encode(value), Some(expected_version))).await?;
-        Ok(Versioned { value: (), version: stat.version, modified_zxid: stat.mzxid })
+        let stat = self
+            .timed(
+                path,
+                client.set_data(path, &codec::encode(value), Some(expected_version)),
+            )
+            .await?;
+        Ok(Versioned {
+            value: (),
+            version: stat.version,
+            modified_zxid: stat.mzxid,
+        })
     }
 
     /// Deletes a znode, at `expected_version` when given.
     pub async fn delete(&self, path: &str, expected_version: Option<i32>) -> Result<()> {
         let client = self.client();
-        self.timed(path, client.delete(path, expected_version)).await
+        self.timed(path, client.delete(path, expected_version))
+            .await
     }
 
     /// Read-modify-write with compare-and-set, retried on conflict (at most 16 times).
@@ -292,17 +347,27 @@ impl Registry {
     {
         for _ in 0..16 {
             let Some(current) = self.get::<T>(path).await? else {
-                return Err(RegistryError::NotFound { path: path.to_owned() });
+                return Err(RegistryError::NotFound {
+                    path: path.to_owned(),
+                });
             };
             let mut next = current.value.clone();
             change(&mut next)?;
             match self.set(path, &next, current.version).await {
-                Ok(v) => return Ok(Versioned { value: next, version: v.version, modified_zxid: v.modified_zxid }),
+                Ok(v) => {
+                    return Ok(Versioned {
+                        value: next,
+                        version: v.version,
+                        modified_zxid: v.modified_zxid,
+                    });
+                }
                 Err(RegistryError::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(RegistryError::Conflict { path: path.to_owned() })
+        Err(RegistryError::Conflict {
+            path: path.to_owned(),
+        })
     }
 
     // ----- owned ephemeral nodes --------------------------------------------------------
@@ -312,7 +377,9 @@ impl Registry {
     /// (a restarted process) is replaced rather than waited out.
     pub async fn put_ephemeral<T: Record>(&self, path: &str, value: &T) -> Result<()> {
         let bytes = codec::encode(value);
-        self.lock_owned().ephemerals.insert(path.to_owned(), bytes.clone());
+        self.lock_owned()
+            .ephemerals
+            .insert(path.to_owned(), bytes.clone());
         self.write_ephemeral(&self.client(), path, &bytes).await
     }
 
@@ -336,15 +403,26 @@ impl Registry {
         for _ in 0..4 {
             match self.timed(path, client.check_stat(path)).await? {
                 Some(stat) if stat.ephemeral_owner == client.session_id().0 => {
-                    match self.timed(path, client.set_data(path, bytes, Some(stat.version))).await {
-                        Err(RegistryError::Conflict { .. } | RegistryError::NotFound { .. }) => continue,
+                    match self
+                        .timed(path, client.set_data(path, bytes, Some(stat.version)))
+                        .await
+                    {
+                        Err(RegistryError::Conflict { .. } | RegistryError::NotFound { .. }) => {
+                            continue;
+                        }
                         other => return other.map(|_| ()),
                     }
                 }
                 Some(stat) => {
                     // Left by an earlier session of ours (or a persistent stray): replace it.
-                    match self.timed(path, client.delete(path, Some(stat.version))).await {
-                        Ok(()) | Err(RegistryError::NotFound { .. } | RegistryError::Conflict { .. }) => continue,
+                    match self
+                        .timed(path, client.delete(path, Some(stat.version)))
+                        .await
+                    {
+                        Ok(())
+                        | Err(RegistryError::NotFound { .. } | RegistryError::Conflict { .. }) => {
+                            continue;
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -355,7 +433,9 @@ impl Registry {
                 },
             }
         }
-        Err(RegistryError::Conflict { path: path.to_owned() })
+        Err(RegistryError::Conflict {
+            path: path.to_owned(),
+        })
     }
 
     // ----- election and fencing ---------------------------------------------------------
@@ -372,7 +452,9 @@ impl Registry {
     async fn create_candidate(&self, client: &zk::Client, bytes: &[u8]) -> Result<String> {
         let prefix = format!("{}/{}", paths::LEADER, paths::CANDIDATE_PREFIX);
         let options = zk::CreateMode::EphemeralSequential.with_acls(acl());
-        let (_, seq) = self.timed(&prefix, client.create(&prefix, bytes, &options)).await?;
+        let (_, seq) = self
+            .timed(&prefix, client.create(&prefix, bytes, &options))
+            .await?;
         let name = format!("{}{seq}", paths::CANDIDATE_PREFIX);
         if let Some((_, node)) = self.lock_owned().candidate.as_mut() {
             *node = Some(name.clone());
@@ -382,20 +464,37 @@ impl Registry {
 
     /// This process's current candidate znode name, if it stands for election.
     pub fn candidate(&self) -> Option<String> {
-        self.lock_owned().candidate.as_ref().and_then(|(_, n)| n.clone())
+        self.lock_owned()
+            .candidate
+            .as_ref()
+            .and_then(|(_, n)| n.clone())
     }
 
     /// Whether this process leads according to the current snapshot.
     pub fn is_leader(&self) -> bool {
-        let Some(mine) = self.candidate() else { return false };
-        self.inner.snapshot.load().leader().is_some_and(|(name, _)| *name == mine) && self.inner.status.borrow().connected
+        let Some(mine) = self.candidate() else {
+            return false;
+        };
+        self.inner
+            .snapshot
+            .load()
+            .leader()
+            .is_some_and(|(name, _)| *name == mine)
+            && self.inner.status.borrow().connected
     }
 
     /// A write that only commits while this process still holds its candidate znode and
     /// that znode is the leader's: ZooKeeper checks both in one transaction, so a leader
     /// that lost its session (a paused process, a partition) cannot write afterwards.
-    pub async fn set_fenced<T: Record>(&self, path: &str, value: &T, expected_version: i32) -> Result<Versioned<()>> {
-        let Some(mine) = self.candidate() else { return Err(RegistryError::Fenced) };
+    pub async fn set_fenced<T: Record>(
+        &self,
+        path: &str,
+        value: &T,
+        expected_version: i32,
+    ) -> Result<Versioned<()>> {
+        let Some(mine) = self.candidate() else {
+            return Err(RegistryError::Fenced);
+        };
         let client = self.client();
         let candidates = self.children(paths::LEADER).await?;
         if candidates.first() != Some(&mine) {
@@ -409,16 +508,26 @@ impl Registry {
             .and_then(|_| writer.add_set_data(path, &bytes, Some(expected_version)));
         build.map_err(|e| RegistryError::from_zk(path, e))?;
         match tokio::time::timeout(self.inner.config.request_timeout(), writer.commit()).await {
-            Err(_) => Err(RegistryError::Unavailable(format!("fenced write on {path} timed out"))),
+            Err(_) => Err(RegistryError::Unavailable(format!(
+                "fenced write on {path} timed out"
+            ))),
             Ok(Ok(results)) => match results.get(1) {
-                Some(zk::MultiWriteResult::SetData { stat }) => {
-                    Ok(Versioned { value: (), version: stat.version, modified_zxid: stat.mzxid })
-                }
+                Some(zk::MultiWriteResult::SetData { stat }) => Ok(Versioned {
+                    value: (),
+                    version: stat.version,
+                    modified_zxid: stat.mzxid,
+                }),
                 _ => Err(RegistryError::Unavailable("unexpected multi result".into())),
             },
-            Ok(Err(zk::MultiWriteError::OperationFailed { index: 0, .. })) => Err(RegistryError::Fenced),
-            Ok(Err(zk::MultiWriteError::OperationFailed { source, .. })) => Err(RegistryError::from_zk(path, source)),
-            Ok(Err(zk::MultiWriteError::RequestFailed { source })) => Err(RegistryError::from_zk(path, source)),
+            Ok(Err(zk::MultiWriteError::OperationFailed { index: 0, .. })) => {
+                Err(RegistryError::Fenced)
+            }
+            Ok(Err(zk::MultiWriteError::OperationFailed { source, .. })) => {
+                Err(RegistryError::from_zk(path, source))
+            }
+            Ok(Err(zk::MultiWriteError::RequestFailed { source })) => {
+                Err(RegistryError::from_zk(path, source))
+            }
         }
     }
 
@@ -433,7 +542,9 @@ impl Registry {
             .with_session_timeout(Duration::from_millis(config.session_timeout_ms))
             .connect(&config.connect)
             .await
-            .map_err(|e| RegistryError::Unavailable(format!("cannot take over the session: {e}")))?;
+            .map_err(|e| {
+                RegistryError::Unavailable(format!("cannot take over the session: {e}"))
+            })?;
         drop(twin);
         Ok(())
     }
@@ -505,13 +616,20 @@ impl Registry {
         }
     }
 
-    async fn serve_session(&self, client: &zk::Client, fresh_session: bool, cancel: &CancellationToken) -> Outcome {
+    async fn serve_session(
+        &self,
+        client: &zk::Client,
+        fresh_session: bool,
+        cancel: &CancellationToken,
+    ) -> Outcome {
         let mut state = client.state_watcher();
         // Set up until it works or the session ends: restore owned nodes, arm the watch,
         // re-read the tree.
         let mut watcher = loop {
             match client.state() {
-                zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed => {
+                zk::SessionState::Expired
+                | zk::SessionState::Closed
+                | zk::SessionState::AuthFailed => {
                     return Outcome::Expired;
                 }
                 _ => {}
@@ -563,7 +681,11 @@ impl Registry {
 
     /// Restores owned nodes and, when watching, arms the recursive watch then re-reads
     /// the tree (in that order, so no change between the two is missed).
-    async fn establish(&self, client: &zk::Client, fresh_session: bool) -> Result<Option<zk::PersistentWatcher>> {
+    async fn establish(
+        &self,
+        client: &zk::Client,
+        fresh_session: bool,
+    ) -> Result<Option<zk::PersistentWatcher>> {
         let (ephemerals, candidate) = {
             let owned = self.lock_owned();
             (owned.ephemerals.clone(), owned.candidate.clone())
@@ -572,7 +694,9 @@ impl Registry {
             match self.write_ephemeral(client, path, bytes).await {
                 Ok(()) => {}
                 // The parent went away (a deregistered cluster): nothing to restore.
-                Err(RegistryError::NotFound { .. }) => tracing::warn!(%path, "parent gone; not restoring"),
+                Err(RegistryError::NotFound { .. }) => {
+                    tracing::warn!(%path, "parent gone; not restoring")
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -591,7 +715,12 @@ impl Registry {
         if self.inner.watch == Watch::None {
             return Ok(None);
         }
-        let watcher = self.timed("/", client.watch("/", zk::AddWatchMode::PersistentRecursive)).await?;
+        let watcher = self
+            .timed(
+                "/",
+                client.watch("/", zk::AddWatchMode::PersistentRecursive),
+            )
+            .await?;
         let snapshot = self.read_all(client).await?;
         self.inner.snapshot.publish(snapshot);
         Ok(Some(watcher))
@@ -600,7 +729,14 @@ impl Registry {
     /// Reads the whole layout into a new snapshot, many requests in flight at once.
     async fn read_all(&self, client: &zk::Client) -> Result<Snapshot> {
         let mut paths_to_read = Vec::new();
-        for dir in [paths::CLUSTERS, paths::NAMESPACES, paths::KEYS, paths::REVOKED, paths::GATEWAYS, paths::LEADER] {
+        for dir in [
+            paths::CLUSTERS,
+            paths::NAMESPACES,
+            paths::KEYS,
+            paths::REVOKED,
+            paths::GATEWAYS,
+            paths::LEADER,
+        ] {
             for child in self.timed(dir, client.list_children(dir)).await? {
                 paths_to_read.push(format!("{dir}/{child}"));
             }
@@ -612,7 +748,9 @@ impl Registry {
         for cluster in clusters {
             let dir = paths::nodes(&cluster);
             match self.timed(&dir, client.list_children(&dir)).await {
-                Ok(children) => paths_to_read.extend(children.into_iter().map(|c| format!("{dir}/{c}"))),
+                Ok(children) => {
+                    paths_to_read.extend(children.into_iter().map(|c| format!("{dir}/{c}")))
+                }
                 Err(RegistryError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
@@ -640,7 +778,10 @@ impl Registry {
     /// Applies one watch event by reading the node's current value: O(1) ZooKeeper
     /// requests and O(log n) snapshot work per change.
     async fn apply_event(&self, client: &zk::Client, path: &str) {
-        if matches!(paths::classify(path), paths::Entry::Other | paths::Entry::Nodes(_)) {
+        if matches!(
+            paths::classify(path),
+            paths::Entry::Other | paths::Entry::Nodes(_)
+        ) {
             return;
         }
         let data = match self.timed(path, client.get_data(path)).await {

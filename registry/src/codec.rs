@@ -19,14 +19,22 @@ pub fn encode<T: Record>(value: &T) -> Vec<u8> {
 
 /// Parses a value stored at `path`, refusing a missing or newer schema.
 pub fn decode<T: Record>(path: &str, bytes: &[u8]) -> Result<T> {
-    let invalid = |reason: String| RegistryError::Invalid { path: path.to_owned(), reason };
-    let mut json: Value = serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let invalid = |reason: String| RegistryError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut json: Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
     let Value::Object(map) = &mut json else {
         return Err(invalid(format!("a {} must be a JSON object", T::KIND)));
     };
     match map.remove("schema").and_then(|v| v.as_u64()) {
         Some(SCHEMA) => {}
-        Some(other) => return Err(invalid(format!("schema {other} is newer than this build understands"))),
+        Some(other) => {
+            return Err(invalid(format!(
+                "schema {other} is newer than this build understands"
+            )));
+        }
         None => return Err(invalid("no \"schema\" field".into())),
     }
     serde_json::from_value(json).map_err(|e| invalid(format!("not a valid {}: {e}", T::KIND)))
@@ -44,7 +52,9 @@ mod tests {
             cluster: "main".into(),
             state: NamespaceState::Active,
             limits: Limits::default(),
-            near_cache: NearCachePolicy::On { max_staleness_ms: 50 },
+            near_cache: NearCachePolicy::On {
+                max_staleness_ms: 50,
+            },
             revision: 3,
             created_at_ms: 1,
         }
@@ -56,7 +66,10 @@ mod tests {
         let json: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["schema"], 1);
         assert_eq!(json["near_cache"]["mode"], "on");
-        assert_eq!(decode::<Namespace>("/namespaces/orders", &bytes).unwrap(), ns());
+        assert_eq!(
+            decode::<Namespace>("/namespaces/orders", &bytes).unwrap(),
+            ns()
+        );
     }
 
     #[test]

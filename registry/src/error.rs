@@ -20,7 +20,11 @@ pub enum RegistryError {
     Invalid { path: String, reason: String },
     /// A name failed validation.
     #[error("invalid {what} {value:?}: {reason}")]
-    InvalidName { what: &'static str, value: String, reason: &'static str },
+    InvalidName {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     /// This process lost its leadership; the write was fenced off.
     #[error("not the leader (fenced)")]
     Fenced,
@@ -29,7 +33,10 @@ pub enum RegistryError {
     Unavailable(String),
     /// Any other ZooKeeper failure.
     #[error("ZooKeeper error at {path}: {source}")]
-    ZooKeeper { path: String, source: zookeeper_client::Error },
+    ZooKeeper {
+        path: String,
+        source: zookeeper_client::Error,
+    },
 }
 
 impl RegistryError {

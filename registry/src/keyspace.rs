@@ -60,7 +60,17 @@ mod tests {
 
     #[test]
     fn keys_stay_in_their_namespace() {
-        let hostile: [&[u8]; 9] = [b"", b"*", b"..", b"../b", b":b:k:x", b"{b}x", b"}{", b"\0", "ключ".as_bytes()];
+        let hostile: [&[u8]; 9] = [
+            b"",
+            b"*",
+            b"..",
+            b"../b",
+            b":b:k:x",
+            b"{b}x",
+            b"}{",
+            b"\0",
+            "ключ".as_bytes(),
+        ];
         for k in hostile {
             let rk = data_key("aa", k);
             assert!(rk.starts_with(b"larder:aa:k:"));
@@ -73,6 +83,9 @@ mod tests {
 
     #[test]
     fn scan_pattern_escapes_globs() {
-        assert_eq!(scan_pattern("ns", b"a*[?]\\"), b"larder:ns:k:a\\*\\[\\?\\]\\\\*".to_vec());
+        assert_eq!(
+            scan_pattern("ns", b"a*[?]\\"),
+            b"larder:ns:k:a\\*\\[\\?\\]\\\\*".to_vec()
+        );
     }
 }

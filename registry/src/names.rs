@@ -6,7 +6,11 @@
 use crate::error::{RegistryError, Result};
 
 fn invalid(what: &'static str, value: &str, reason: &'static str) -> RegistryError {
-    RegistryError::InvalidName { what, value: value.to_owned(), reason }
+    RegistryError::InvalidName {
+        what,
+        value: value.to_owned(),
+        reason,
+    }
 }
 
 /// `^[a-z][a-z0-9-]{1,62}$`: lower-case, starts with a letter, 2 to 63 characters.
@@ -18,7 +22,10 @@ fn check_slug(what: &'static str, value: &str) -> Result<()> {
     if !bytes[0].is_ascii_lowercase() {
         return Err(invalid(what, value, "must start with a lower-case letter"));
     }
-    if !bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-') {
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    {
         return Err(invalid(what, value, "may hold only a-z, 0-9 and '-'"));
     }
     Ok(())
@@ -39,8 +46,15 @@ pub fn id(what: &'static str, value: &str) -> Result<()> {
     if value.is_empty() || value.len() > 64 {
         return Err(invalid(what, value, "must be 1 to 64 characters"));
     }
-    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(invalid(what, value, "may hold only A-Z, a-z, 0-9, '-' and '_'"));
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            what,
+            value,
+            "may hold only A-Z, a-z, 0-9, '-' and '_'",
+        ));
     }
     Ok(())
 }
@@ -51,10 +65,21 @@ pub fn endpoint(value: &str) -> Result<()> {
         return Err(invalid("endpoint", value, "must be host:port"));
     };
     if host.is_empty() || host.len() > 253 {
-        return Err(invalid("endpoint", value, "host must be 1 to 253 characters"));
+        return Err(invalid(
+            "endpoint",
+            value,
+            "host must be 1 to 253 characters",
+        ));
     }
-    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b)) {
-        return Err(invalid("endpoint", value, "host may hold only letters, digits, '-', '.', '_'"));
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b))
+    {
+        return Err(invalid(
+            "endpoint",
+            value,
+            "host may hold only letters, digits, '-', '.', '_'",
+        ));
     }
     match port.parse::<u16>() {
         Ok(p) if p > 0 => Ok(()),
@@ -68,11 +93,28 @@ mod tests {
 
     #[test]
     fn namespace_names() {
-        for ok in ["ab", "orders", "flash-sale-2026", &format!("a{}", "b".repeat(62))] {
+        for ok in [
+            "ab",
+            "orders",
+            "flash-sale-2026",
+            &format!("a{}", "b".repeat(62)),
+        ] {
             assert!(namespace(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "a", "A", "1abc", "-ab", "ab_c", "a:b", "a/b", "a..b", "a*", "a{b}", "ab\0", "ä",
+            "",
+            "a",
+            "A",
+            "1abc",
+            "-ab",
+            "ab_c",
+            "a:b",
+            "a/b",
+            "a..b",
+            "a*",
+            "a{b}",
+            "ab\0",
+            "ä",
             &format!("a{}", "b".repeat(63)),
         ] {
             assert!(namespace(bad).is_err(), "{bad:?}");

@@ -59,7 +59,10 @@ pub fn gateway(id: &str) -> String {
 pub enum Entry<'a> {
     Cluster(&'a str),
     Nodes(&'a str),
-    Node { cluster: &'a str, endpoint: &'a str },
+    Node {
+        cluster: &'a str,
+        endpoint: &'a str,
+    },
     Namespace(&'a str),
     Key(&'a str),
     Revoked(&'a str),
@@ -75,7 +78,10 @@ pub fn classify(path: &str) -> Entry<'_> {
     match segments.as_slice() {
         ["clusters", c] => Entry::Cluster(c),
         ["clusters", c, "nodes"] => Entry::Nodes(c),
-        ["clusters", c, "nodes", e] => Entry::Node { cluster: c, endpoint: e },
+        ["clusters", c, "nodes", e] => Entry::Node {
+            cluster: c,
+            endpoint: e,
+        },
         ["namespaces", n] => Entry::Namespace(n),
         ["auth", "keys", k] => Entry::Key(k),
         ["auth", "revoked", j] => Entry::Revoked(j),
@@ -95,13 +101,19 @@ mod tests {
         assert_eq!(classify(&nodes("main")), Entry::Nodes("main"));
         assert_eq!(
             classify(&node("main", "127.0.0.1:6379")),
-            Entry::Node { cluster: "main", endpoint: "127.0.0.1:6379" }
+            Entry::Node {
+                cluster: "main",
+                endpoint: "127.0.0.1:6379"
+            }
         );
         assert_eq!(classify(&namespace("orders")), Entry::Namespace("orders"));
         assert_eq!(classify(&key("k1")), Entry::Key("k1"));
         assert_eq!(classify(&revoked("j1")), Entry::Revoked("j1"));
         assert_eq!(classify(&gateway("g1")), Entry::Gateway("g1"));
-        assert_eq!(classify("/leader/n_0000000001"), Entry::Candidate("n_0000000001"));
+        assert_eq!(
+            classify("/leader/n_0000000001"),
+            Entry::Candidate("n_0000000001")
+        );
         assert_eq!(classify("/clusters"), Entry::Other);
         assert_eq!(classify("/auth"), Entry::Other);
     }

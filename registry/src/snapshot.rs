@@ -13,7 +13,9 @@ use tokio::sync::watch;
 
 use crate::client::SessionStatus;
 use crate::codec;
-use crate::model::{Cluster, GatewayRecord, LeaderCandidate, Namespace, NodeHealth, Record, Revocation, SigningKey};
+use crate::model::{
+    Cluster, GatewayRecord, LeaderCandidate, Namespace, NodeHealth, Record, Revocation, SigningKey,
+};
 use crate::paths::{self, Entry};
 
 /// A value with the znode version it was read at (for compare-and-set).
@@ -62,9 +64,15 @@ impl Snapshot {
     }
 
     /// Health reports of one cluster's nodes.
-    pub fn nodes_of<'a>(&'a self, cluster: &'a str) -> impl Iterator<Item = &'a Arc<Versioned<NodeHealth>>> + 'a {
+    pub fn nodes_of<'a>(
+        &'a self,
+        cluster: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Versioned<NodeHealth>>> + 'a {
         let from = (cluster.to_owned(), String::new());
-        self.nodes.range(from..).take_while(move |((c, _), _)| c == cluster).map(|(_, v)| v)
+        self.nodes
+            .range(from..)
+            .take_while(move |((c, _), _)| c == cluster)
+            .map(|(_, v)| v)
     }
 
     pub fn is_revoked(&self, jti: &str) -> bool {
@@ -93,11 +101,21 @@ impl Snapshot {
                 }
                 Some((bytes, version, zxid)) => match codec::decode::<T>(path, bytes) {
                     Ok(value) => {
-                        if map.get(key).is_some_and(|old| old.version == version && old.modified_zxid == zxid) {
+                        if map
+                            .get(key)
+                            .is_some_and(|old| old.version == version && old.modified_zxid == zxid)
+                        {
                             return false;
                         }
                         invalid.remove(path);
-                        map.insert(key.to_owned(), Arc::new(Versioned { value, version, modified_zxid: zxid }));
+                        map.insert(
+                            key.to_owned(),
+                            Arc::new(Versioned {
+                                value,
+                                version,
+                                modified_zxid: zxid,
+                            }),
+                        );
                         true
                     }
                     Err(e) => {
@@ -122,7 +140,12 @@ impl Snapshot {
             Entry::Cluster(c) => {
                 let changed = put(&mut self.clusters, invalid, c, path, data);
                 if data.is_none() {
-                    let stale: Vec<_> = self.nodes.keys().filter(|(cl, _)| cl == c).cloned().collect();
+                    let stale: Vec<_> = self
+                        .nodes
+                        .keys()
+                        .filter(|(cl, _)| cl == c)
+                        .cloned()
+                        .collect();
                     for k in stale {
                         self.nodes.remove(&k);
                     }
@@ -133,16 +156,25 @@ impl Snapshot {
                 let key = (cluster.to_owned(), endpoint.to_owned());
                 match data {
                     None => self.nodes.remove(&key).is_some(),
-                    Some((bytes, version, zxid)) => match codec::decode::<NodeHealth>(path, bytes) {
-                        Ok(value) => {
-                            self.nodes.insert(key, Arc::new(Versioned { value, version, modified_zxid: zxid }));
-                            true
+                    Some((bytes, version, zxid)) => {
+                        match codec::decode::<NodeHealth>(path, bytes) {
+                            Ok(value) => {
+                                self.nodes.insert(
+                                    key,
+                                    Arc::new(Versioned {
+                                        value,
+                                        version,
+                                        modified_zxid: zxid,
+                                    }),
+                                );
+                                true
+                            }
+                            Err(e) => {
+                                invalid.insert(path.to_owned(), e.to_string());
+                                self.nodes.remove(&key).is_some()
+                            }
                         }
-                        Err(e) => {
-                            invalid.insert(path.to_owned(), e.to_string());
-                            self.nodes.remove(&key).is_some()
-                        }
-                    },
+                    }
                 }
             }
             Entry::Namespace(n) => put(&mut self.namespaces, invalid, n, path, data),
@@ -164,7 +196,10 @@ pub(crate) struct SnapshotCell {
 
 impl SnapshotCell {
     pub(crate) fn new() -> Self {
-        Self { current: ArcSwap::from_pointee(Snapshot::default()), revision: watch::Sender::new(0) }
+        Self {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            revision: watch::Sender::new(0),
+        }
     }
 
     pub(crate) fn load(&self) -> Arc<Snapshot> {
@@ -210,7 +245,11 @@ impl SnapshotReader {
 
     /// Waits until `predicate` holds for the snapshot or `timeout` passes; returns the
     /// snapshot that satisfied it.
-    pub async fn wait_for(&self, timeout: Duration, mut predicate: impl FnMut(&Snapshot) -> bool) -> Option<Arc<Snapshot>> {
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut predicate: impl FnMut(&Snapshot) -> bool,
+    ) -> Option<Arc<Snapshot>> {
         let mut rx = self.subscribe();
         let deadline = Instant::now() + timeout;
         loop {
@@ -252,7 +291,10 @@ mod tests {
     fn apply_inserts_updates_removes_and_flags_invalid() {
         let mut s = Snapshot::default();
         assert!(s.apply("/namespaces/orders", Some((&ns_bytes("a"), 0, 10))));
-        assert!(!s.apply("/namespaces/orders", Some((&ns_bytes("a"), 0, 10))), "same version is no change");
+        assert!(
+            !s.apply("/namespaces/orders", Some((&ns_bytes("a"), 0, 10))),
+            "same version is no change"
+        );
         assert!(s.apply("/namespaces/orders", Some((&ns_bytes("b"), 1, 11))));
         assert_eq!(s.namespace("orders").unwrap().value.owner, "b");
         assert!(s.apply("/namespaces/orders", Some((b"nonsense", 2, 12))));
@@ -266,7 +308,11 @@ mod tests {
     #[test]
     fn deleting_a_cluster_drops_its_nodes() {
         let mut s = Snapshot::default();
-        let health = codec::encode(&NodeHealth { endpoint: "h:1".into(), up: true, ..Default::default() });
+        let health = codec::encode(&NodeHealth {
+            endpoint: "h:1".into(),
+            up: true,
+            ..Default::default()
+        });
         s.apply("/clusters/main/nodes/h:1", Some((&health, 0, 1)));
         s.apply("/clusters/other/nodes/h:2", Some((&health, 0, 2)));
         assert_eq!(s.nodes_of("main").count(), 1);

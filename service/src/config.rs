@@ -32,7 +32,10 @@ where
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(path) = file {
         if !path.exists() {
-            return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            return Err(ConfigError(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
         }
         figment = figment.merge(Toml::file_exact(path));
     }
@@ -47,9 +50,7 @@ where
         let first = key.as_str().split('.').next().unwrap_or_default();
         sections.iter().any(|s| s.eq_ignore_ascii_case(first))
     });
-    figment = figment
-        .merge(env)
-        .merge(Serialized::defaults(overrides));
+    figment = figment.merge(env).merge(Serialized::defaults(overrides));
     let config: T = figment
         .extract()
         .map_err(|e| ConfigError(e.to_string().replace('\n', "; ")))?;

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use larder_control_plane::api::{ClusterView, CreateNamespace, IssueToken, NamespaceView, RegisterCluster};
+use larder_control_plane::api::{
+    ClusterView, CreateNamespace, IssueToken, NamespaceView, RegisterCluster,
+};
 use larder_control_plane::client::Client;
 use larder_control_plane::keys::{self, KeyStore};
 use larder_registry::auth::{ADMIN_AUDIENCE, Permission};
@@ -15,7 +17,12 @@ use larder_registry::model::{Limits, Topology};
 #[command(version, about)]
 struct Cli {
     /// Control-plane URL.
-    #[arg(long, env = "LARDER_URL", default_value = "http://127.0.0.1:8081", global = true)]
+    #[arg(
+        long,
+        env = "LARDER_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
     url: String,
     /// Admin token (see `larderctl admin-token`).
     #[arg(long, env = "LARDER_TOKEN", hide_env_values = true, global = true)]
@@ -71,7 +78,9 @@ enum ClusterCommand {
         capacity: u64,
     },
     Ls,
-    Show { name: String },
+    Show {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,7 +102,9 @@ enum NamespaceCommand {
         ops: Option<u32>,
     },
     Ls,
-    Show { name: String },
+    Show {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,9 +129,15 @@ fn permission(name: &str) -> anyhow::Result<Permission> {
 }
 
 fn print_clusters(items: &[ClusterView]) {
-    println!("{:<20} {:<11} {:<9} {:>4} {:<10} ENDPOINTS", "NAME", "TOPOLOGY", "STATUS", "NS", "REGION");
+    println!(
+        "{:<20} {:<11} {:<9} {:>4} {:<10} ENDPOINTS",
+        "NAME", "TOPOLOGY", "STATUS", "NS", "REGION"
+    );
     for c in items {
-        let status = serde_json::to_value(c.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let status = serde_json::to_value(c.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         let topology = match c.cluster.topology {
             Topology::Standalone => "standalone",
             Topology::Cluster => "cluster",
@@ -138,17 +155,29 @@ fn print_clusters(items: &[ClusterView]) {
 }
 
 fn print_namespaces(items: &[NamespaceView]) {
-    println!("{:<24} {:<16} {:<16} {:<9} {:>8}", "NAME", "OWNER", "CLUSTER", "STATE", "OPS/S");
+    println!(
+        "{:<24} {:<16} {:<16} {:<9} {:>8}",
+        "NAME", "OWNER", "CLUSTER", "STATE", "OPS/S"
+    );
     for n in items {
         let ns = &n.namespace;
-        let state = serde_json::to_value(ns.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        println!("{:<24} {:<16} {:<16} {:<9} {:>8}", ns.name, ns.owner, ns.cluster, state, ns.limits.ops_per_sec);
+        let state = serde_json::to_value(ns.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!(
+            "{:<24} {:<16} {:<16} {:<9} {:>8}",
+            ns.name, ns.owner, ns.cluster, state, ns.limits.ops_per_sec
+        );
     }
 }
 
 fn emit<T: serde::Serialize>(json: bool, value: &T, table: impl FnOnce(&T)) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         table(value);
     }
@@ -158,15 +187,44 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.url, cli.token.clone());
     let json = cli.json;
     match cli.command {
-        Command::AdminToken { key_dir, subject, ttl } => {
+        Command::AdminToken {
+            key_dir,
+            subject,
+            ttl,
+        } => {
             let store = KeyStore::load(&key_dir)?;
-            let claims = keys::claims(&subject, ADMIN_AUDIENCE, vec![], vec![Permission::Admin], ttl);
+            let claims = keys::claims(
+                &subject,
+                ADMIN_AUDIENCE,
+                vec![],
+                vec![Permission::Admin],
+                ttl,
+            );
             let (token, _) = store.sign(&claims)?;
             println!("{token}");
         }
-        Command::Cluster(ClusterCommand::Add { name, topology, endpoints, replicas, region, capacity }) => {
-            let topology = if topology == "cluster" { Topology::Cluster } else { Topology::Standalone };
-            let request = RegisterCluster { name, topology, endpoints, replicas, region, capacity_bytes: capacity, down_after_ms: None };
+        Command::Cluster(ClusterCommand::Add {
+            name,
+            topology,
+            endpoints,
+            replicas,
+            region,
+            capacity,
+        }) => {
+            let topology = if topology == "cluster" {
+                Topology::Cluster
+            } else {
+                Topology::Standalone
+            };
+            let request = RegisterCluster {
+                name,
+                topology,
+                endpoints,
+                replicas,
+                region,
+                capacity_bytes: capacity,
+                down_after_ms: None,
+            };
             let view = client.register_cluster(&request).await?;
             emit(json, &view, |v| print_clusters(std::slice::from_ref(v)));
         }
@@ -179,11 +237,21 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             emit(json, &view, |v| {
                 print_clusters(std::slice::from_ref(v));
                 for n in &v.nodes {
-                    println!("  {:<22} up={} role={:?} version={} memory={}", n.endpoint, n.up, n.role, n.redis_version, n.used_memory_bytes);
+                    println!(
+                        "  {:<22} up={} role={:?} version={} memory={}",
+                        n.endpoint, n.up, n.role, n.redis_version, n.used_memory_bytes
+                    );
                 }
             });
         }
-        Command::Namespace(NamespaceCommand::Create { name, owner, cluster, region, memory, ops }) => {
+        Command::Namespace(NamespaceCommand::Create {
+            name,
+            owner,
+            cluster,
+            region,
+            memory,
+            ops,
+        }) => {
             let mut limits = Limits::default();
             if let Some(m) = memory {
                 limits.memory_bytes = m;
@@ -192,7 +260,14 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 limits.ops_per_sec = o;
                 limits.burst = limits.burst.max(o);
             }
-            let request = CreateNamespace { name, owner, cluster, region, limits: Some(limits), near_cache: None };
+            let request = CreateNamespace {
+                name,
+                owner,
+                cluster,
+                region,
+                limits: Some(limits),
+                near_cache: None,
+            };
             let view = client.create_namespace(&request).await?;
             emit(json, &view, |v| print_namespaces(std::slice::from_ref(v)));
         }
@@ -204,9 +279,26 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             let view = client.namespace(&name).await?;
             emit(json, &view, |v| print_namespaces(std::slice::from_ref(v)));
         }
-        Command::Token(TokenCommand::Issue { namespace, subject, permissions, ttl }) => {
-            let permissions = permissions.iter().map(|p| permission(p)).collect::<anyhow::Result<Vec<_>>>()?;
-            let issued = client.issue_token(&namespace, &IssueToken { subject, permissions, ttl_s: ttl }).await?;
+        Command::Token(TokenCommand::Issue {
+            namespace,
+            subject,
+            permissions,
+            ttl,
+        }) => {
+            let permissions = permissions
+                .iter()
+                .map(|p| permission(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let issued = client
+                .issue_token(
+                    &namespace,
+                    &IssueToken {
+                        subject,
+                        permissions,
+                        ttl_s: ttl,
+                    },
+                )
+                .await?;
             emit(json, &issued, |t| println!("{}", t.token));
         }
     }

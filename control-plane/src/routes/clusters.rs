@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use larder_registry::model::{Cluster, NodeHealth, Role, Topology};
 use larder_registry::{Snapshot, names, paths};
 
 use crate::api::{ClusterView, HealthStatus, List, RegisterCluster};
 use crate::auth::Admin;
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, Json, Path};
 use crate::probe;
 use crate::state::AppState;
 
@@ -19,7 +19,9 @@ pub fn health(cluster: &Cluster, nodes: &[NodeHealth]) -> HealthStatus {
         return HealthStatus::Unknown;
     }
     let master_up = match cluster.topology {
-        Topology::Standalone => nodes.iter().any(|n| Some(n.endpoint.as_str()) == cluster.master() && n.up),
+        Topology::Standalone => nodes
+            .iter()
+            .any(|n| Some(n.endpoint.as_str()) == cluster.master() && n.up),
         Topology::Cluster => nodes.iter().any(|n| n.up && n.role == Role::Master),
     };
     if !master_up {
@@ -31,10 +33,22 @@ pub fn health(cluster: &Cluster, nodes: &[NodeHealth]) -> HealthStatus {
     }
 }
 
-pub(crate) fn view(snapshot: &Snapshot, cluster: &Cluster, redis_version: Option<String>) -> ClusterView {
-    let nodes: Vec<NodeHealth> = snapshot.nodes_of(&cluster.name).map(|n| n.value.clone()).collect();
-    let on_it = snapshot.namespaces.values().filter(|n| n.value.cluster == cluster.name);
-    let (count, reserved) = on_it.fold((0, 0u64), |(c, r), n| (c + 1, r + n.value.limits.memory_bytes));
+pub(crate) fn view(
+    snapshot: &Snapshot,
+    cluster: &Cluster,
+    redis_version: Option<String>,
+) -> ClusterView {
+    let nodes: Vec<NodeHealth> = snapshot
+        .nodes_of(&cluster.name)
+        .map(|n| n.value.clone())
+        .collect();
+    let on_it = snapshot
+        .namespaces
+        .values()
+        .filter(|n| n.value.cluster == cluster.name);
+    let (count, reserved) = on_it.fold((0, 0u64), |(c, r), n| {
+        (c + 1, r + n.value.limits.memory_bytes)
+    });
     ClusterView {
         status: health(cluster, &nodes),
         nodes,
@@ -48,7 +62,9 @@ pub(crate) fn view(snapshot: &Snapshot, cluster: &Cluster, redis_version: Option
 fn validate(request: &RegisterCluster) -> Result<(), ApiError> {
     names::cluster(&request.name)?;
     if request.endpoints.is_empty() {
-        return Err(ApiError::BadRequest("endpoints must name at least one host:port".into()));
+        return Err(ApiError::BadRequest(
+            "endpoints must name at least one host:port".into(),
+        ));
     }
     for e in request.endpoints.iter().chain(&request.replicas) {
         names::endpoint(e)?;
@@ -74,7 +90,9 @@ fn same_spec(existing: &Cluster, request: &RegisterCluster) -> bool {
         && existing.replicas == request.replicas
         && existing.region == request.region
         && existing.capacity_bytes == request.capacity_bytes
-        && request.down_after_ms.is_none_or(|d| d == existing.down_after_ms)
+        && request
+            .down_after_ms
+            .is_none_or(|d| d == existing.down_after_ms)
 }
 
 /// Registers a deployment after checking it is what it claims to be. Repeating the same
@@ -88,13 +106,22 @@ pub async fn register(
     let path = paths::cluster(&request.name);
     if let Some(existing) = state.registry.get::<Cluster>(&path).await? {
         if same_spec(&existing.value, &request) {
-            return Ok((StatusCode::OK, Json(view(&state.snapshot.load(), &existing.value, None))));
+            return Ok((
+                StatusCode::OK,
+                Json(view(&state.snapshot.load(), &existing.value, None)),
+            ));
         }
-        return Err(ApiError::Conflict(format!("cluster {} is registered with a different spec", request.name)));
+        return Err(ApiError::Conflict(format!(
+            "cluster {} is registered with a different spec",
+            request.name
+        )));
     }
-    let version = probe::check(&request, Duration::from_millis(state.config.redis_timeout_ms))
-        .await
-        .map_err(|reason| ApiError::Unprocessable(format!("deployment check failed: {reason}")))?;
+    let version = probe::check(
+        &request,
+        Duration::from_millis(state.config.redis_timeout_ms),
+    )
+    .await
+    .map_err(|reason| ApiError::Unprocessable(format!("deployment check failed: {reason}")))?;
     let cluster = Cluster {
         name: request.name.clone(),
         topology: request.topology,
@@ -107,16 +134,26 @@ pub async fn register(
         created_at_ms: larder_registry::now_ms(),
     };
     state.registry.create(&path, &cluster).await?;
-    state.registry.ensure_dir(&paths::nodes(&cluster.name)).await?;
+    state
+        .registry
+        .ensure_dir(&paths::nodes(&cluster.name))
+        .await?;
     let name = cluster.name.clone();
     super::observe(&state, |s| s.cluster(&name).is_some()).await?;
     tracing::info!(cluster = %cluster.name, "registered deployment");
-    Ok((StatusCode::CREATED, Json(view(&state.snapshot.load(), &cluster, Some(version)))))
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&state.snapshot.load(), &cluster, Some(version))),
+    ))
 }
 
 pub async fn list(State(state): State<AppState>, Admin(_admin): Admin) -> Json<List<ClusterView>> {
     let snapshot = state.snapshot.load();
-    let items = snapshot.clusters.values().map(|c| view(&snapshot, &c.value, None)).collect();
+    let items = snapshot
+        .clusters
+        .values()
+        .map(|c| view(&snapshot, &c.value, None))
+        .collect();
     Json(List { items })
 }
 
@@ -126,6 +163,8 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<ClusterView>, ApiError> {
     let snapshot = state.snapshot.load();
-    let cluster = snapshot.cluster(&name).ok_or_else(|| ApiError::NotFound(format!("no cluster {name:?}")))?;
+    let cluster = snapshot
+        .cluster(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no cluster {name:?}")))?;
     Ok(Json(view(&snapshot, &cluster.value, None)))
 }

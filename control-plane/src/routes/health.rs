@@ -23,7 +23,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "leader": state.registry.is_leader(),
     });
     let ready = status.connected && snapshot.revision > 0;
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(body)).into_response()
 }
 
@@ -34,7 +38,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     m.revision.set(snapshot.revision as i64);
     m.namespaces.set(snapshot.namespaces.len() as i64);
     m.clusters.set(snapshot.clusters.len() as i64);
-    m.zookeeper_connected.set(i64::from(state.snapshot.status().connected));
+    m.zookeeper_connected
+        .set(i64::from(state.snapshot.status().connected));
     m.is_leader.set(i64::from(state.registry.is_leader()));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+        .into_response()
 }

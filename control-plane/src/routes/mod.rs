@@ -14,11 +14,18 @@ use crate::state::AppState;
 
 /// Waits until this instance's snapshot shows a write it just made, so a read right
 /// after a write through the same instance sees it (read-your-writes).
-pub(crate) async fn observe(state: &AppState, predicate: impl FnMut(&Snapshot) -> bool) -> Result<(), ApiError> {
+pub(crate) async fn observe(
+    state: &AppState,
+    predicate: impl FnMut(&Snapshot) -> bool,
+) -> Result<(), ApiError> {
     state
         .snapshot
         .wait_for(Duration::from_secs(5), predicate)
         .await
         .map(|_| ())
-        .ok_or_else(|| ApiError::Unavailable("the write did not reach this instance's registry view in time".into()))
+        .ok_or_else(|| {
+            ApiError::Unavailable(
+                "the write did not reach this instance's registry view in time".into(),
+            )
+        })
 }

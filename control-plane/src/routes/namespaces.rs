@@ -1,13 +1,13 @@
 //! `/v1/namespaces`: provisioning tenant namespaces with placement and limits.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use larder_registry::model::{Limits, Namespace, NamespaceState};
 use larder_registry::{Snapshot, names, paths};
 
 use crate::api::{CreateNamespace, HealthStatus, List, NamespaceView};
 use crate::auth::Admin;
-use crate::error::{ApiError, Json};
+use crate::error::{ApiError, Json, Path};
 use crate::routes::clusters;
 use crate::state::AppState;
 
@@ -39,7 +39,11 @@ fn validate_limits(limits: &Limits) -> Result<(), ApiError> {
 /// Picks the deployment for a new namespace: the named one if it exists, otherwise a
 /// healthy one (not down) in the region with the most unreserved capacity that still
 /// fits the namespace's memory budget.
-pub fn place(snapshot: &Snapshot, request: &CreateNamespace, memory: u64) -> Result<String, ApiError> {
+pub fn place(
+    snapshot: &Snapshot,
+    request: &CreateNamespace,
+    memory: u64,
+) -> Result<String, ApiError> {
     if let Some(name) = &request.cluster {
         return snapshot
             .cluster(name)
@@ -63,7 +67,9 @@ pub fn place(snapshot: &Snapshot, request: &CreateNamespace, memory: u64) -> Res
     }
     best.map(|(_, name)| name).ok_or_else(|| {
         let region = request.region.as_deref().unwrap_or("any region");
-        ApiError::Conflict(format!("no healthy cluster in {region} has {memory} bytes of unreserved capacity"))
+        ApiError::Conflict(format!(
+            "no healthy cluster in {region} has {memory} bytes of unreserved capacity"
+        ))
     })
 }
 
@@ -76,7 +82,9 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<NamespaceView>), ApiError> {
     names::namespace(&request.name)?;
     if request.owner.trim().is_empty() || request.owner.len() > 128 {
-        return Err(ApiError::BadRequest("owner must be 1 to 128 characters".into()));
+        return Err(ApiError::BadRequest(
+            "owner must be 1 to 128 characters".into(),
+        ));
     }
     let limits = request.limits.clone().unwrap_or_default();
     validate_limits(&limits)?;
@@ -89,9 +97,17 @@ pub async fn create(
             && e.limits == limits
             && e.near_cache == near_cache;
         if same {
-            return Ok((StatusCode::OK, Json(NamespaceView { namespace: existing.value })));
+            return Ok((
+                StatusCode::OK,
+                Json(NamespaceView {
+                    namespace: existing.value,
+                }),
+            ));
         }
-        return Err(ApiError::Conflict(format!("namespace {} exists with a different spec", request.name)));
+        return Err(ApiError::Conflict(format!(
+            "namespace {} exists with a different spec",
+            request.name
+        )));
     }
     let cluster = place(&state.snapshot.load(), &request, limits.memory_bytes)?;
     let namespace = Namespace {
@@ -111,9 +127,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(NamespaceView { namespace })))
 }
 
-pub async fn list(State(state): State<AppState>, Admin(_admin): Admin) -> Json<List<NamespaceView>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+) -> Json<List<NamespaceView>> {
     let snapshot = state.snapshot.load();
-    let items = snapshot.namespaces.values().map(|n| NamespaceView { namespace: n.value.clone() }).collect();
+    let items = snapshot
+        .namespaces
+        .values()
+        .map(|n| NamespaceView {
+            namespace: n.value.clone(),
+        })
+        .collect();
     Json(List { items })
 }
 
@@ -123,6 +148,10 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<NamespaceView>, ApiError> {
     let snapshot = state.snapshot.load();
-    let ns = snapshot.namespace(&name).ok_or_else(|| ApiError::NotFound(format!("no namespace {name:?}")))?;
-    Ok(Json(NamespaceView { namespace: ns.value.clone() }))
+    let ns = snapshot
+        .namespace(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no namespace {name:?}")))?;
+    Ok(Json(NamespaceView {
+        namespace: ns.value.clone(),
+    }))
 }

@@ -26,7 +26,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "staleness_ms": status.staleness().as_millis() as u64,
         "namespaces": snapshot.namespaces.len(),
     });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(body)).into_response()
 }
 
@@ -37,5 +41,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     m.revision.set(state.snapshot.load().revision as i64);
     m.staleness.set(status.staleness().as_secs_f64());
     m.zookeeper_connected.set(i64::from(status.connected));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+        .into_response()
 }
