@@ -4,27 +4,34 @@
 # instance and a gateway. Registers both deployments, creates the `demo` namespace and
 # writes an admin token and a demo tenant token under .larder/local/.
 #
-#   ./deploy/local/up.sh [--release]
+#   ./deploy/local/up.sh [--release] [--no-build]
 #
 # Safe to run again: what is up is reported and left alone. Stop with down.sh.
 # Addresses can be changed with LARDER_* variables (see deploy/local/lib.sh).
 source "$(dirname "$0")/lib.sh"
 
 profile=debug
+build=yes
 for arg in "$@"; do
     case $arg in
         --release) profile=release ;;
+        --no-build) build=no ;;
         -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) die "unknown option $arg" ;;
     esac
 done
 
 ensure_packages curl:curl
-say "building ($profile)…"
-build_flags=()
-[ "$profile" = release ] && build_flags+=(--release)
-(cd "$LARDER_ROOT_DIR" && cargo build --quiet --bins "${build_flags[@]}")
 BIN=$LARDER_ROOT_DIR/target/$profile
+if [ "$build" = yes ]; then
+    say "building ($profile)…"
+    build_flags=()
+    [ "$profile" = release ] && build_flags+=(--release)
+    (cd "$LARDER_ROOT_DIR" && cargo build --quiet --bins "${build_flags[@]}")
+fi
+for b in larder-gateway larder-control-plane larder-agent larderctl; do
+    [ -x "$BIN/$b" ] || die "$BIN/$b is missing; run without --no-build"
+done
 
 say "ZooKeeper on $ZK_CONNECT"
 zk_dir=$LARDER_STATE/zookeeper

@@ -211,42 +211,128 @@ impl Backends {
         }
     }
 
-    /// Runs `cmd` on `cluster` within the request deadline.
-    pub async fn query<T: FromRedisValue>(
-        &self,
-        cluster: &Cluster,
-        cmd: &Cmd,
-    ) -> Result<T, ApiError> {
+    /// Runs `work` on a connection to `cluster` within the request deadline, mapping
+    /// failures to 503 (unreachable; the connection is dropped for a fresh one), 504
+    /// (deadline passed) or 502 (Redis refused the command).
+    pub async fn run<T, F, Fut>(&self, cluster: &Cluster, work: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         let conn = self.get(cluster).await?;
-        let work = async move {
-            match conn {
-                Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
-                Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
-            }
+        let timeout = || ApiError::BackendTimeout {
+            cluster: cluster.name.clone(),
+            ms: self.request_timeout.as_millis() as u64,
         };
-        match tokio::time::timeout(self.request_timeout, work).await {
+        match tokio::time::timeout(self.request_timeout, work(conn)).await {
             Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.is_timeout() => Err(timeout()),
             Ok(Err(e)) if broken(&e) => {
                 self.evict(cluster, &e.to_string());
                 Err(unavailable(cluster, &e.to_string()))
-            }
-            Ok(Err(e))
-                if e.kind() == redis::ErrorKind::Io || e.to_string().contains("timed out") =>
-            {
-                Err(ApiError::BackendTimeout {
-                    cluster: cluster.name.clone(),
-                    ms: self.request_timeout.as_millis() as u64,
-                })
             }
             Ok(Err(e)) => Err(ApiError::Backend {
                 cluster: cluster.name.clone(),
                 detail: e.to_string(),
             }),
-            Err(_) => Err(ApiError::BackendTimeout {
-                cluster: cluster.name.clone(),
-                ms: self.request_timeout.as_millis() as u64,
-            }),
+            Err(_) => Err(timeout()),
         }
+    }
+
+    /// Runs one command on `cluster` within the request deadline.
+    pub async fn query<T: FromRedisValue>(
+        &self,
+        cluster: &Cluster,
+        cmd: &Cmd,
+    ) -> Result<T, ApiError> {
+        self.run(cluster, |conn| async move {
+            match conn {
+                Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
+            }
+        })
+        .await
+    }
+
+    /// Runs a Lua script on `cluster` within the request deadline.
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        cluster: &Cluster,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, ApiError> {
+        self.run(cluster, |conn| async move {
+            match conn {
+                Conn::Single(mut c) => invocation.invoke_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => invocation.invoke_async::<T>(&mut c).await,
+            }
+        })
+        .await
+    }
+}
+
+impl Backends {
+    /// The nodes a listing walks: the master of a standalone deployment, or every
+    /// master of a Redis Cluster (`host:port`, sorted so a cursor's node index is stable).
+    pub async fn nodes(&self, cluster: &Cluster) -> Result<Vec<String>, ApiError> {
+        if cluster.topology == Topology::Standalone {
+            return Ok(cluster
+                .master()
+                .map(|m| vec![m.to_owned()])
+                .unwrap_or_default());
+        }
+        let slots: redis::Value = self
+            .query(cluster, &redis::cmd("CLUSTER").arg("SLOTS").to_owned())
+            .await?;
+        let mut masters = Vec::new();
+        if let redis::Value::Array(ranges) = slots {
+            for range in ranges {
+                if let redis::Value::Array(fields) = range
+                    && let Some(redis::Value::Array(master)) = fields.get(2)
+                {
+                    let host = match master.first() {
+                        Some(redis::Value::BulkString(h)) => {
+                            String::from_utf8_lossy(h).into_owned()
+                        }
+                        _ => continue,
+                    };
+                    let port = match master.get(1) {
+                        Some(redis::Value::Int(p)) => *p,
+                        _ => continue,
+                    };
+                    masters.push(format!("{host}:{port}"));
+                }
+            }
+        }
+        masters.sort();
+        masters.dedup();
+        Ok(masters)
+    }
+
+    /// Runs `cmd` on one node (`host:port`) of `cluster`: the connection itself for a
+    /// standalone deployment, the cluster client routed by address for Redis Cluster.
+    pub async fn on_node<T: FromRedisValue>(
+        &self,
+        cluster: &Cluster,
+        node: &str,
+        cmd: Cmd,
+    ) -> Result<T, ApiError> {
+        let (host, port) = node
+            .rsplit_once(':')
+            .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_owned(), p)))
+            .ok_or_else(|| ApiError::Internal(format!("bad node address {node}")))?;
+        self.run(cluster, |conn| async move {
+            match conn {
+                Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => {
+                    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+                    let routing =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                    let value = c.route_command(cmd, routing).await?;
+                    redis::from_redis_value(value).map_err(Into::into)
+                }
+            }
+        })
+        .await
     }
 }
 

@@ -58,9 +58,62 @@ pub enum ApiError {
     /// Redis answered with an error we did not expect.
     #[error("Redis error on {cluster}: {detail}")]
     Backend { cluster: String, detail: String },
+    /// A condition of the request (`If-Match`, `If-None-Match: *`) does not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The operation conflicts with the current state; `current` carries what the
+    /// client needs to decide (a counter's value).
+    #[error("{detail}")]
+    Conflict {
+        slug: &'static str,
+        detail: String,
+        current: Option<serde_json::Value>,
+    },
+    /// Well-formed but not acceptable (an `Idempotency-Key` reused for another request).
+    #[error("{detail}")]
+    Unprocessable { slug: &'static str, detail: String },
+    /// Over the namespace's rate limit.
+    #[error("namespace {namespace} is over its limit of {limit} operations per second")]
+    RateLimited {
+        namespace: String,
+        limit: u32,
+        retry_after_s: u64,
+    },
+    /// Missed a key whose stampede lease another caller holds: retry shortly.
+    #[error("another caller holds the lease for this key; retry shortly")]
+    LeasePending,
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest(e.body_text())
+    }
+}
+
+/// The JSON extractor of the data API: malformed bodies and unknown fields get the
+/// same problem+json shape as every other error.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// The query extractor of the data API, with problem+json rejections.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
 
 impl ApiError {
     pub fn source(&self) -> Source {
@@ -123,6 +176,29 @@ impl ApiError {
             ),
             ApiError::Backend { .. } => {
                 Problem::new(S::BAD_GATEWAY, "backend-error", "Cache backend error")
+            }
+            ApiError::PreconditionFailed(_) => Problem::new(
+                S::PRECONDITION_FAILED,
+                "precondition-failed",
+                "Precondition failed",
+            ),
+            ApiError::Conflict { slug, current, .. } => {
+                let p = Problem::new(S::CONFLICT, slug, "Conflict");
+                match current {
+                    Some(v) => p.with_extension("current", v.clone()),
+                    None => p,
+                }
+            }
+            ApiError::Unprocessable { slug, .. } => {
+                Problem::new(S::UNPROCESSABLE_ENTITY, slug, "Unprocessable request")
+            }
+            ApiError::RateLimited { retry_after_s, .. } => {
+                Problem::new(S::TOO_MANY_REQUESTS, "rate-limited", "Rate limit exceeded")
+                    .with_retry_after(*retry_after_s)
+            }
+            ApiError::LeasePending => {
+                Problem::new(S::NOT_FOUND, "lease-pending", "Key not found; lease held")
+                    .with_retry_after(1)
             }
             ApiError::Internal(_) => {
                 return Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "Internal error");

@@ -18,15 +18,19 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
+pub mod scripts;
 pub mod state;
+pub mod streams;
 pub mod value;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use larder_registry::client::Watch;
 use larder_registry::model::GatewayRecord;
 use larder_registry::{Registry, RegistryError, paths};
@@ -49,19 +53,42 @@ pub enum GatewayError {
 
 /// The data API.
 pub fn router(state: AppState) -> Router {
-    let keys = "/v1/namespaces/{ns}/keys/{*key}";
+    use routes::{batch, counters, keys, list};
     Router::new()
+        .route("/v1/namespaces/{ns}/keys", get(list::list))
         .route(
-            keys,
-            get(routes::keys::get)
-                .put(routes::keys::put)
-                .delete(routes::keys::delete),
+            "/v1/namespaces/{ns}/keys/{*key}",
+            get(keys::get).put(keys::put).delete(keys::delete),
         )
+        .route(
+            "/v1/namespaces/{ns}/ttl/{*key}",
+            get(keys::get_ttl).put(keys::put_ttl),
+        )
+        .route(
+            "/v1/namespaces/{ns}/counters/{*key}",
+            post(counters::step)
+                .get(counters::read)
+                .delete(counters::remove),
+        )
+        .route("/v1/namespaces/{ns}/batch", post(batch::batch))
+        .merge(routes::queues::routes())
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(openapi::document()) }),
+        )
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/docs")
+                .url("/docs/openapi.json", openapi::document()),
+        )
         .fallback(|| async { error::ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::enforce,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -143,6 +170,8 @@ pub async fn run(
             Duration::from_millis(config.request_timeout_ms),
         )),
         verifier: Arc::new(auth::Verifier::new(config.token_cache_entries)),
+        streams: Arc::new(streams::Streams::new()),
+        limiter: Arc::new(ratelimit::RateLimiter::new()),
         metrics: Arc::new(metrics::Metrics::new()),
         config: Arc::new(config),
     };

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub misses: IntCounterVec,
     /// `larder_gateway_errors_total{source}`: failed requests by who caused them.
     pub errors: IntCounterVec,
+    /// `larder_gateway_rate_limited_total{namespace}`: requests refused with 429.
+    pub rate_limited: IntCounterVec,
     /// `larder_gateway_registry_revision`: applied snapshot revision.
     pub revision: IntGauge,
     /// `larder_gateway_registry_staleness_seconds`: time since ZooKeeper last confirmed
@@ -89,6 +91,13 @@ impl Metrics {
             ),
             &["source"],
         ));
+        let rate_limited = must(IntCounterVec::new(
+            Opts::new(
+                "larder_gateway_rate_limited_total",
+                "Requests refused over the namespace's rate limit.",
+            ),
+            &["namespace"],
+        ));
         let revision = must(IntGauge::new(
             "larder_gateway_registry_revision",
             "Registry snapshot revision applied.",
@@ -108,6 +117,7 @@ impl Metrics {
             Box::new(hits.clone()),
             Box::new(misses.clone()),
             Box::new(errors.clone()),
+            Box::new(rate_limited.clone()),
             Box::new(revision.clone()),
             Box::new(staleness.clone()),
             Box::new(zookeeper_connected.clone()),
@@ -122,6 +132,7 @@ impl Metrics {
             hits,
             misses,
             errors,
+            rate_limited,
             revision,
             staleness,
             zookeeper_connected,
@@ -148,6 +159,14 @@ fn op(route: &str, method: &Method) -> &'static str {
         ("/v1/namespaces/{ns}/keys/{*key}", "HEAD") => "key.head",
         ("/v1/namespaces/{ns}/keys/{*key}", "PUT") => "key.put",
         ("/v1/namespaces/{ns}/keys/{*key}", "DELETE") => "key.delete",
+        ("/v1/namespaces/{ns}/keys", _) => "key.list",
+        ("/v1/namespaces/{ns}/ttl/{*key}", "GET") => "ttl.get",
+        ("/v1/namespaces/{ns}/ttl/{*key}", _) => "ttl.put",
+        ("/v1/namespaces/{ns}/batch", _) => "batch",
+        ("/v1/namespaces/{ns}/counters/{*key}", "POST") => "counter.step",
+        ("/v1/namespaces/{ns}/counters/{*key}", "GET") => "counter.get",
+        ("/v1/namespaces/{ns}/counters/{*key}", _) => "counter.delete",
+        (r, _) if r.contains("/queues/") => "queue",
         (r, _) if r.starts_with("/v1/") => "other",
         _ => "system",
     }

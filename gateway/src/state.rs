@@ -19,6 +19,8 @@ pub struct AppState {
     pub snapshot: SnapshotReader,
     pub backends: Arc<Backends>,
     pub verifier: Arc<Verifier>,
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
+    pub streams: Arc<crate::streams::Streams>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
 }

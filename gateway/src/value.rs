@@ -58,6 +58,19 @@ pub fn encode(content_type: &str, value: &[u8]) -> (Vec<u8>, [u8; 8]) {
     (out, tag)
 }
 
+/// The placeholder a stampede lease keeps in the key while the holder computes the
+/// value; readers see a miss.
+pub fn lease_placeholder(token: &str) -> Vec<u8> {
+    let mut out = b"\0LL".to_vec();
+    out.extend_from_slice(token.as_bytes());
+    out
+}
+
+/// Whether a raw stored value is a lease placeholder (a miss for readers).
+pub fn is_lease(raw: &[u8]) -> bool {
+    raw.starts_with(b"\0LL")
+}
+
 /// Reads a stored value. Anything not in the layout (a value written around Larder) is
 /// served as `application/octet-stream` with a computed ETag rather than refused.
 pub fn decode(raw: Bytes) -> Stored {

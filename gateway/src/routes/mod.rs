@@ -1,7 +1,11 @@
 //! Handlers, one file per resource.
 
+pub mod batch;
+pub mod counters;
 pub mod health;
 pub mod keys;
+pub mod list;
+pub mod queues;
 
 use axum::http::Uri;
 
