@@ -82,6 +82,10 @@ pub enum ApiError {
     /// Missed a key whose stampede lease another caller holds: retry shortly.
     #[error("another caller holds the lease for this key; retry shortly")]
     LeasePending,
+    /// A named thing other than a key or namespace does not exist (a queue's consumer
+    /// group: `group-not-found`); `slug` is its stable problem type.
+    #[error("{detail}")]
+    NotFound { slug: &'static str, detail: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -200,6 +204,7 @@ impl ApiError {
                 Problem::new(S::NOT_FOUND, "lease-pending", "Key not found; lease held")
                     .with_retry_after(1)
             }
+            ApiError::NotFound { slug, .. } => Problem::new(S::NOT_FOUND, slug, "Not found"),
             ApiError::Internal(_) => {
                 return Problem::new(S::INTERNAL_SERVER_ERROR, "internal", "Internal error");
             }

@@ -163,6 +163,16 @@ pub async fn run(
         started_at_ms: larder_registry::now_ms(),
     };
     let announcer = tokio::spawn(announce(registry.clone(), record, background.clone()));
+    // Long-poll queue claims hold exclusive connections; on drain they are released at
+    // once instead of waiting out their wait time.
+    let streams = Arc::new(streams::Streams::new());
+    let drain_streams = {
+        let (streams, shutdown) = (streams.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            streams.shutdown();
+        })
+    };
     let state = AppState {
         snapshot,
         backends: Arc::new(backend::Backends::new(
@@ -170,7 +180,7 @@ pub async fn run(
             Duration::from_millis(config.request_timeout_ms),
         )),
         verifier: Arc::new(auth::Verifier::new(config.token_cache_entries)),
-        streams: Arc::new(streams::Streams::new()),
+        streams: streams.clone(),
         limiter: Arc::new(ratelimit::RateLimiter::new()),
         metrics: Arc::new(metrics::Metrics::new()),
         config: Arc::new(config),
@@ -178,6 +188,7 @@ pub async fn run(
     tracing::info!(%address, "gateway listening");
     let served = larder_service::http::serve(listener, router(state), shutdown).await;
     background.cancel();
+    drain_streams.abort();
     let _ = announcer.await;
     let _ = session.await;
     served.map_err(GatewayError::Io)

@@ -1,10 +1,11 @@
 //! `POST /v1/namespaces/{ns}/batch`: many get/put/delete operations in one request, a
 //! result per operation.
 //!
-//! Operations run concurrently, each routed to its own key's node, so a batch works on
-//! Redis Cluster across hash slots. A batch is not a transaction: each operation succeeds
-//! or fails on its own, and its result says which. Every operation is idempotent, so a
-//! whole batch may be retried.
+//! Operations on different keys run concurrently, each routed to its own key's node, so
+//! a batch works on Redis Cluster across hash slots; operations on the same key apply in
+//! the order given. A batch is not a transaction: each operation succeeds or fails on its
+//! own, and its result says which. Every operation is idempotent, so a whole batch may be
+//! retried.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
@@ -13,6 +14,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::Bytes;
 use larder_registry::auth::Permission;
 use larder_registry::keyspace;
+use larder_registry::model::{Cluster, Limits};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, Json};
@@ -169,93 +171,126 @@ pub async fn batch(
     }
     let limits = &access.namespace.value.limits;
     let cluster = &access.cluster.value;
-    let runs = batch.operations.iter().map(|op| async {
-        let outcome: Result<OpResult, ApiError> = async {
-            let key = keyspace::data_key(&ns, &key_of(op, limits.max_key_bytes)?);
-            match op.op {
-                Op::Get => {
-                    let raw: Option<Bytes> = state
-                        .backends
-                        .query(cluster, redis::cmd("GET").arg(&key))
-                        .await?;
-                    match raw.filter(|r| !value::is_lease(r)) {
-                        None => Err(ApiError::KeyNotFound),
-                        Some(raw) => {
-                            let stored = value::decode(raw);
-                            let (text, b64) = match std::str::from_utf8(&stored.value) {
-                                Ok(t) => (Some(t.to_owned()), None),
-                                Err(_) => (None, Some(STANDARD.encode(&stored.value))),
-                            };
-                            Ok(OpResult {
-                                status: 200,
-                                value: text,
-                                value_base64: b64,
-                                etag: Some(stored.etag_header()),
-                                content_type: Some(stored.content_type),
-                                ..Default::default()
-                            })
-                        }
-                    }
-                }
-                Op::Put => {
-                    let body = match (&op.value, &op.value_base64) {
-                        (Some(v), None) => v.as_bytes().to_vec(),
-                        (None, Some(b)) => STANDARD.decode(b).map_err(|_| {
-                            ApiError::BadRequest("value_base64 is not base64".into())
-                        })?,
-                        _ => {
-                            return Err(ApiError::BadRequest(
-                                "give exactly one of value and value_base64".into(),
-                            ));
-                        }
-                    };
-                    if body.len() as u64 > limits.max_value_bytes {
-                        return Err(ApiError::ValueTooLarge {
-                            max: limits.max_value_bytes,
-                        });
-                    }
-                    let ct = op
-                        .content_type
-                        .as_deref()
-                        .unwrap_or("application/octet-stream");
-                    if ct.len() > value::MAX_CONTENT_TYPE {
-                        return Err(ApiError::BadRequest(
-                            "content_type must be at most 255 bytes".into(),
-                        ));
-                    }
-                    let ttl = effective_ttl(op.ttl, limits)?;
-                    let (raw, tag) = value::encode(ct, &body);
-                    let mut cmd = redis::cmd("SET");
-                    cmd.arg(&key).arg(raw);
-                    if let Some(t) = ttl {
-                        cmd.arg("EX").arg(t);
-                    }
-                    let () = state.backends.query(cluster, &cmd).await?;
-                    Ok(OpResult {
-                        status: 204,
-                        etag: Some(value::etag_header(&tag)),
-                        ..Default::default()
-                    })
-                }
-                Op::Delete => {
-                    let n: u64 = state
-                        .backends
-                        .query(cluster, redis::cmd("UNLINK").arg(&key))
-                        .await?;
-                    if n == 0 {
-                        Err(ApiError::KeyNotFound)
-                    } else {
+    // Same key → one sequence, in request order; different keys → concurrently.
+    let mut results: Vec<Option<OpResult>> = vec![None; batch.operations.len()];
+    let mut sequences: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
+    for (i, op) in batch.operations.iter().enumerate() {
+        match key_of(op, limits.max_key_bytes) {
+            Err(e) => results[i] = Some(OpResult::error(&e)),
+            Ok(key) => match sequences.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, idx)) => idx.push(i),
+                None => sequences.push((key, vec![i])),
+            },
+        }
+    }
+    let ops = &batch.operations;
+    let (ns, state) = (ns.as_str(), &state);
+    let runs = sequences.into_iter().map(|(key, idx)| async move {
+        let mut out = Vec::with_capacity(idx.len());
+        for i in idx {
+            out.push((i, run_one(state, ns, cluster, limits, &ops[i], &key).await));
+        }
+        out
+    });
+    for (i, result) in futures::future::join_all(runs).await.into_iter().flatten() {
+        results[i] = Some(result);
+    }
+    let results = results.into_iter().map(Option::unwrap_or_default).collect();
+    Ok(Json(BatchResults { results }))
+}
+
+/// Runs one operation on `key` (already checked) and reports its outcome.
+async fn run_one(
+    state: &AppState,
+    ns: &str,
+    cluster: &Cluster,
+    limits: &Limits,
+    op: &Operation,
+    key: &[u8],
+) -> OpResult {
+    let outcome: Result<OpResult, ApiError> = async {
+        let key = keyspace::data_key(ns, key);
+        match op.op {
+            Op::Get => {
+                let raw: Option<Bytes> = state
+                    .backends
+                    .query(cluster, redis::cmd("GET").arg(&key))
+                    .await?;
+                match raw.filter(|r| !value::is_lease(r)) {
+                    None => Err(ApiError::KeyNotFound),
+                    Some(raw) => {
+                        let stored = value::decode(raw);
+                        let (text, b64) = match std::str::from_utf8(&stored.value) {
+                            Ok(t) => (Some(t.to_owned()), None),
+                            Err(_) => (None, Some(STANDARD.encode(&stored.value))),
+                        };
                         Ok(OpResult {
-                            status: 204,
+                            status: 200,
+                            value: text,
+                            value_base64: b64,
+                            etag: Some(stored.etag_header()),
+                            content_type: Some(stored.content_type),
                             ..Default::default()
                         })
                     }
                 }
             }
+            Op::Put => {
+                let body = match (&op.value, &op.value_base64) {
+                    (Some(v), None) => v.as_bytes().to_vec(),
+                    (None, Some(b)) => STANDARD
+                        .decode(b)
+                        .map_err(|_| ApiError::BadRequest("value_base64 is not base64".into()))?,
+                    _ => {
+                        return Err(ApiError::BadRequest(
+                            "give exactly one of value and value_base64".into(),
+                        ));
+                    }
+                };
+                if body.len() as u64 > limits.max_value_bytes {
+                    return Err(ApiError::ValueTooLarge {
+                        max: limits.max_value_bytes,
+                    });
+                }
+                let ct = op
+                    .content_type
+                    .as_deref()
+                    .unwrap_or("application/octet-stream");
+                if ct.len() > value::MAX_CONTENT_TYPE {
+                    return Err(ApiError::BadRequest(
+                        "content_type must be at most 255 bytes".into(),
+                    ));
+                }
+                let ttl = effective_ttl(op.ttl, limits)?;
+                let (raw, tag) = value::encode(ct, &body);
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&key).arg(raw);
+                if let Some(t) = ttl {
+                    cmd.arg("EX").arg(t);
+                }
+                let () = state.backends.query(cluster, &cmd).await?;
+                Ok(OpResult {
+                    status: 204,
+                    etag: Some(value::etag_header(&tag)),
+                    ..Default::default()
+                })
+            }
+            Op::Delete => {
+                let n: u64 = state
+                    .backends
+                    .query(cluster, redis::cmd("UNLINK").arg(&key))
+                    .await?;
+                if n == 0 {
+                    Err(ApiError::KeyNotFound)
+                } else {
+                    Ok(OpResult {
+                        status: 204,
+                        ..Default::default()
+                    })
+                }
+            }
         }
-        .await;
-        outcome.unwrap_or_else(|e| OpResult::error(&e))
-    });
-    let results = futures::future::join_all(runs).await;
-    Ok(Json(BatchResults { results }))
+    }
+    .await;
+    outcome.unwrap_or_else(|e| OpResult::error(&e))
 }

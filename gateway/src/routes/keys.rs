@@ -91,10 +91,10 @@ fn parse_etag(value: &str) -> Result<[u8; 8], ApiError> {
     bytes.try_into().map_err(|_| bad())
 }
 
-fn header_str<'a>(
-    headers: &'a HeaderMap,
+fn header_str(
+    headers: &HeaderMap,
     name: impl header::AsHeaderName,
-) -> Result<Option<&'a str>, ApiError> {
+) -> Result<Option<&str>, ApiError> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v
