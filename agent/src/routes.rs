@@ -22,11 +22,12 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(state);
+    larder_service::http::layers(router)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -55,10 +56,20 @@ async fn healthz() -> &'static str {
 /// Ready while the ZooKeeper session is connected: without it no health is published,
 /// and the control plane would take this host's nodes for gone. A Redis that is down is
 /// not the agent's unreadiness; reporting it is the agent's job.
+///
+/// The agent keeps no registry snapshot (it only writes), so there is no registry
+/// revision to report; `staleness_ms` is how long ZooKeeper has been unreachable and
+/// `sessions` how many sessions this process has opened (more than one after an expiry).
 async fn readyz(State(state): State<AppState>) -> Response {
     let status = *state.session.borrow();
     if status.connected {
-        return "ok".into_response();
+        return axum::Json(serde_json::json!({
+            "ready": true,
+            "zookeeper_connected": true,
+            "staleness_ms": 0,
+            "sessions": status.sessions,
+        }))
+        .into_response();
     }
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -169,7 +180,11 @@ mod tests {
     #[tokio::test]
     async fn readyz_follows_the_zookeeper_session() {
         let (state, tx) = state(true);
-        assert_eq!(get(&state, "/readyz").await.0, StatusCode::OK);
+        let (status, _, body) = get(&state, "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["zookeeper_connected"], true, "{body}");
+        assert_eq!(body["staleness_ms"], 0, "{body}");
 
         tx.send_modify(|s| s.connected = false);
         let (status, content_type, body) = get(&state, "/readyz").await;

@@ -25,9 +25,21 @@ pub enum ApiError {
     /// a cluster that still holds namespaces, a lost compare-and-set).
     #[error("{0}")]
     Conflict(String),
-    /// Well-formed but cannot be done (unreachable deployment, wrong topology, no room).
+    /// Well-formed but cannot be done (an unknown cluster named, a region mismatch).
     #[error("{0}")]
     Unprocessable(String),
+    /// A deployment offered for registration is unreachable or not what was declared.
+    #[error("{0}")]
+    DeploymentCheck(String),
+    /// No deployment has room for the namespace's memory budget.
+    #[error("{0}")]
+    CapacityExhausted(String),
+    /// No deployment is registered where the namespace should go.
+    #[error("{0}")]
+    NoPlacement(String),
+    /// This instance holds no usable signing key.
+    #[error("{0}")]
+    NoSigningKey(String),
     /// ZooKeeper cannot be reached: mutations wait for it to come back.
     #[error("registry unavailable: {0}")]
     Unavailable(String),
@@ -104,6 +116,23 @@ impl ApiError {
                 Problem::new(S::UNPROCESSABLE_ENTITY, "unprocessable", "Cannot be done")
                     .with_detail(d)
             }
+            ApiError::DeploymentCheck(d) => Problem::new(
+                S::UNPROCESSABLE_ENTITY,
+                "deployment-check-failed",
+                "Deployment check failed",
+            )
+            .with_detail(d),
+            ApiError::CapacityExhausted(d) => {
+                Problem::new(S::CONFLICT, "capacity-exhausted", "No capacity").with_detail(d)
+            }
+            ApiError::NoPlacement(d) => {
+                Problem::new(S::CONFLICT, "no-placement", "No deployment fits").with_detail(d)
+            }
+            ApiError::NoSigningKey(d) => {
+                Problem::new(S::SERVICE_UNAVAILABLE, "no-signing-key", "No signing key")
+                    .with_detail(d)
+                    .with_retry_after(5)
+            }
             ApiError::Unavailable(d) => Problem::new(
                 S::SERVICE_UNAVAILABLE,
                 "registry-unavailable",
@@ -118,14 +147,43 @@ impl ApiError {
     }
 }
 
+impl From<crate::keys::KeyError> for ApiError {
+    fn from(e: crate::keys::KeyError) -> Self {
+        use crate::keys::KeyError as K;
+        match e {
+            K::Registry(r) => r.into(),
+            K::NoActiveKey | K::NotHeld(_) => ApiError::NoSigningKey(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The problem an error response carried, kept in the response's extensions for the
+/// audit record.
+#[derive(Debug, Clone)]
+pub struct ProblemNote(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "internal error");
         }
-        self.problem().into_response()
+        let problem = self.problem();
+        let note = match &problem.detail {
+            Some(detail) => format!("{}: {detail}", problem.title),
+            None => problem.title.clone(),
+        };
+        let mut response = problem.into_response();
+        response.extensions_mut().insert(ProblemNote(note));
+        response
     }
 }
+
+/// The query-string extractor of the admin API: unknown or malformed parameters are a
+/// problem+json 400.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
 
 /// The path extractor of the admin API: a bad path segment is a problem+json 400.
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]

@@ -1,13 +1,21 @@
 //! The signing key set: private Ed25519 keys on disk, public halves in the registry.
 //!
 //! Private keys live in `key_dir` as `<kid>.pem` (PKCS#8, mode 0600) and are readable
-//! only on control-plane hosts; gateways and agents never see them. The newest key signs;
-//! every active key verifies, so rotation does not break tokens already issued.
+//! only on control-plane hosts; gateways and agents never see them. The newest key that
+//! the registry lists as active signs; every active key verifies, so rotation does not
+//! break tokens already issued, and retiring a key (in the registry) makes every verifier
+//! refuse its tokens.
+//!
+//! [`KeyRing`] is what a running control plane holds: the [`KeyStore`] behind a lock,
+//! re-read from disk when the registry shows an active key this instance does not hold
+//! (another instance sharing the directory rotated).
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use ed25519_dalek::SigningKey as DalekKey;
@@ -15,7 +23,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::L
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use larder_registry::auth::{Claims, ISSUER};
 use larder_registry::model::{KeyState, SigningKey};
-use larder_registry::{Registry, RegistryError, paths};
+use larder_registry::{Registry, RegistryError, Snapshot, paths};
 
 /// Failures handling the key directory.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +43,12 @@ pub enum KeyError {
     Registry(#[from] RegistryError),
     #[error("cannot sign: {0}")]
     Sign(String),
+    #[error(
+        "this instance holds no active signing key; copy the key directory from another control-plane host or rotate"
+    )]
+    NoActiveKey,
+    #[error("signing key {0} is not held by this instance")]
+    NotHeld(String),
 }
 
 /// One private key.
@@ -175,41 +189,178 @@ impl KeyStore {
         &self.keys
     }
 
-    /// Signs `claims` with the active key.
+    /// Signs `claims` with the newest key in the directory (the bootstrap path, which has
+    /// no registry to ask which keys are retired).
     pub fn sign(&self, claims: &Claims) -> Result<(String, String), KeyError> {
         let key = self.active()?;
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, claims, &key.encoding)
-            .map_err(|e| KeyError::Sign(e.to_string()))?;
-        Ok((token, key.kid.clone()))
+        Ok((sign_with(key, claims)?, key.kid.clone()))
     }
 
-    /// Publishes each public key the registry does not hold yet. A key id already
-    /// published with another public key is refused: two key sets must not mix.
-    pub async fn publish(&self, registry: &Registry) -> Result<(), KeyError> {
-        for key in &self.keys {
-            let record = SigningKey {
+    /// The key `kid`, if this directory holds it.
+    pub fn get(&self, kid: &str) -> Option<&PrivateKey> {
+        self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    /// The public records of every key held, as they are first published.
+    pub fn records(&self) -> Vec<SigningKey> {
+        self.keys
+            .iter()
+            .map(|key| SigningKey {
                 kid: key.kid.clone(),
                 alg: "EdDSA".into(),
                 public_key: key.public_key.clone(),
                 state: KeyState::Active,
                 created_at_ms: key.created_at_ms,
-            };
-            match registry.create(&paths::key(&key.kid), &record).await {
-                Ok(_) => tracing::info!(kid = %key.kid, "published signing key"),
-                Err(RegistryError::AlreadyExists { .. }) => {
-                    let existing = registry.get::<SigningKey>(&paths::key(&key.kid)).await?;
-                    if existing.is_some_and(|e| e.value.public_key != key.public_key) {
-                        return Err(KeyError::Mismatch {
-                            kid: key.kid.clone(),
-                        });
-                    }
+            })
+            .collect()
+    }
+
+    /// Publishes each public key the registry does not hold yet. A key id already
+    /// published with another public key is refused: two key sets must not mix.
+    pub async fn publish(&self, registry: &Registry) -> Result<(), KeyError> {
+        publish(registry, self.records()).await
+    }
+}
+
+fn sign_with(key: &PrivateKey, claims: &Claims) -> Result<String, KeyError> {
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|e| KeyError::Sign(e.to_string()))
+}
+
+async fn publish(registry: &Registry, records: Vec<SigningKey>) -> Result<(), KeyError> {
+    for record in records {
+        let path = paths::key(&record.kid);
+        match registry.create(&path, &record).await {
+            Ok(_) => tracing::info!(kid = %record.kid, "published signing key"),
+            Err(RegistryError::AlreadyExists { .. }) => {
+                let existing = registry.get::<SigningKey>(&path).await?;
+                if existing.is_some_and(|e| e.value.public_key != record.public_key) {
+                    return Err(KeyError::Mismatch { kid: record.kid });
                 }
-                Err(e) => return Err(e.into()),
             }
+            Err(e) => return Err(e.into()),
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// How often the key directory may be re-read while the registry lists an active key
+/// this instance does not hold (a key directory not shared with the instance that
+/// rotated would otherwise be re-read on every request).
+const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The running control plane's key set.
+#[derive(Debug)]
+pub struct KeyRing {
+    store: RwLock<KeyStore>,
+    last_reload: Mutex<Option<Instant>>,
+}
+
+impl KeyRing {
+    pub fn new(store: KeyStore) -> Self {
+        Self {
+            store: RwLock::new(store),
+            last_reload: Mutex::new(None),
+        }
+    }
+
+    // A panic while holding either lock cannot leave the store half-replaced (it is
+    // swapped whole), so a poisoned lock is still usable.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, KeyStore> {
+        self.store.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, KeyStore> {
+        self.store.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Key ids held by this instance, oldest first.
+    pub fn held(&self) -> Vec<String> {
+        self.read().keys.iter().map(|k| k.kid.clone()).collect()
+    }
+
+    /// Re-reads the directory when `snapshot` lists an active key not held here.
+    fn refresh(&self, snapshot: &Snapshot) {
+        let missing = {
+            let store = self.read();
+            snapshot
+                .keys
+                .values()
+                .any(|k| k.value.state == KeyState::Active && store.get(&k.value.kid).is_none())
+        };
+        if !missing {
+            return;
+        }
+        {
+            let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < RELOAD_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let dir = self.read().dir.clone();
+        match KeyStore::load(&dir) {
+            Ok(store) => *self.write() = store,
+            Err(e) => tracing::warn!(error = %e, "cannot re-read the key directory"),
+        }
+    }
+
+    /// The key that signs now: the newest held key the registry lists as active.
+    pub fn signer(&self, snapshot: &Snapshot) -> Result<String, KeyError> {
+        self.refresh(snapshot);
+        let store = self.read();
+        store
+            .keys
+            .iter()
+            .rev()
+            .find(|k| {
+                snapshot
+                    .keys
+                    .get(&k.kid)
+                    .is_some_and(|r| r.value.state == KeyState::Active)
+            })
+            .map(|k| k.kid.clone())
+            .ok_or(KeyError::NoActiveKey)
+    }
+
+    /// Signs `claims` with the current signer; returns the token and the key id.
+    pub fn sign(&self, snapshot: &Snapshot, claims: &Claims) -> Result<(String, String), KeyError> {
+        let kid = self.signer(snapshot)?;
+        let token = self.sign_with(&kid, claims)?;
+        Ok((token, kid))
+    }
+
+    /// Signs `claims` with the key `kid` (Ed25519 is deterministic: the same claims and
+    /// key give the same token).
+    pub fn sign_with(&self, kid: &str, claims: &Claims) -> Result<String, KeyError> {
+        let store = self.read();
+        let key = store
+            .get(kid)
+            .ok_or_else(|| KeyError::NotHeld(kid.to_owned()))?;
+        sign_with(key, claims)
+    }
+
+    /// Creates a new key in the directory and publishes its public half; it signs from
+    /// then on. Returns its record.
+    pub async fn rotate(&self, registry: &Registry) -> Result<SigningKey, KeyError> {
+        let record = {
+            let mut store = self.write();
+            let kid = store.generate()?.kid.clone();
+            store
+                .records()
+                .into_iter()
+                .find(|r| r.kid == kid)
+                .ok_or(KeyError::NoActiveKey)?
+        };
+        publish(registry, vec![record.clone()]).await?;
+        Ok(record)
+    }
+
+    /// Publishes every held key the registry does not list yet.
+    pub async fn publish(&self, registry: &Registry) -> Result<(), KeyError> {
+        let records = self.read().records();
+        publish(registry, records).await
     }
 }
 

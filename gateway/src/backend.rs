@@ -18,6 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use larder_registry::model::{Cluster, Topology};
+use prometheus::IntCounterVec;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisError};
@@ -52,6 +53,8 @@ pub struct Backends {
     slots: RwLock<HashMap<String, Slot>>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// `larder_gateway_redis_errors_total{cluster,kind}`.
+    errors: IntCounterVec,
 }
 
 fn identity(cluster: &Cluster) -> Identity {
@@ -75,6 +78,22 @@ impl Backends {
             slots: RwLock::new(HashMap::new()),
             connect_timeout,
             request_timeout,
+            errors: crate::metrics::redis_errors_counter(),
+        }
+    }
+
+    /// Counts failed calls into `errors` (the registered
+    /// `larder_gateway_redis_errors_total`) instead of a private counter.
+    pub fn with_error_counter(mut self, errors: IntCounterVec) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// Counts a failed call to `cluster`, by kind; errors that are not Redis's are
+    /// ignored.
+    pub fn record_error(&self, cluster: &str, error: &ApiError) {
+        if let Some(kind) = crate::metrics::redis_error_kind(error) {
+            self.errors.with_label_values(&[cluster, kind]).inc();
         }
     }
 
@@ -214,7 +233,20 @@ impl Backends {
     /// Runs `work` on a connection to `cluster` within the request deadline, mapping
     /// failures to 503 (unreachable; the connection is dropped for a fresh one), 504
     /// (deadline passed) or 502 (Redis refused the command).
+    /// Every failure is counted in `larder_gateway_redis_errors_total`.
     pub async fn run<T, F, Fut>(&self, cluster: &Cluster, work: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = self.run_uncounted(cluster, work).await;
+        if let Err(e) = &result {
+            self.record_error(&cluster.name, e);
+        }
+        result
+    }
+
+    async fn run_uncounted<T, F, Fut>(&self, cluster: &Cluster, work: F) -> Result<T, ApiError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,

@@ -22,6 +22,13 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     /// Verified tokens kept in memory (each until its own expiry).
     pub token_cache_entries: u64,
+    /// Memory the near cache may use, bytes.
+    pub near_cache_max_bytes: u64,
+    /// Entries the near cache may hold.
+    pub near_cache_max_entries: u64,
+    /// Requests per second above which a key counts as hot (namespaces whose near-cache
+    /// policy is `auto` cache only such keys).
+    pub hot_key_min_rate: f64,
     pub zookeeper: RegistryConfig,
     pub log: LogConfig,
 }
@@ -35,6 +42,9 @@ impl Default for Config {
             request_timeout_ms: 1_000,
             connect_timeout_ms: 1_000,
             token_cache_entries: 100_000,
+            near_cache_max_bytes: 64 << 20,
+            near_cache_max_entries: 100_000,
+            hot_key_min_rate: 50.0,
             zookeeper: RegistryConfig::default(),
             log: LogConfig::default(),
         }
@@ -69,6 +79,12 @@ impl Validate for Config {
         }
         if !(10..=60_000).contains(&self.connect_timeout_ms) {
             return Err("connect_timeout_ms must be between 10 and 60000".into());
+        }
+        if self.near_cache_max_bytes == 0 || self.near_cache_max_entries == 0 {
+            return Err("near_cache_max_bytes and near_cache_max_entries must be above zero".into());
+        }
+        if !(self.hot_key_min_rate > 0.0) {
+            return Err("hot_key_min_rate must be above zero".into());
         }
         if self.token_cache_entries == 0 {
             return Err("token_cache_entries must be above zero".into());

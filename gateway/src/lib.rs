@@ -17,7 +17,9 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod hotkeys;
 pub mod metrics;
+pub mod nearcache;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
@@ -54,7 +56,7 @@ pub enum GatewayError {
 /// The data API.
 pub fn router(state: AppState) -> Router {
     use routes::{batch, counters, keys, list};
-    Router::new()
+    let router = Router::new()
         .route("/v1/namespaces/{ns}/keys", get(list::list))
         .route(
             "/v1/namespaces/{ns}/keys/{*key}",
@@ -71,6 +73,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(counters::remove),
         )
         .route("/v1/namespaces/{ns}/batch", post(batch::batch))
+        .route("/v1/namespaces/{ns}/hotkeys", get(routes::hotkeys::hotkeys))
         .merge(routes::queues::routes())
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
@@ -93,13 +96,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .layer(
-            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
-                axum::http::header::AUTHORIZATION,
-            ]),
-        )
-        .with_state(state)
+        .with_state(state);
+    larder_service::http::layers(router)
 }
 
 /// Publishes this gateway in the registry and keeps its applied configuration zxid
@@ -173,16 +171,23 @@ pub async fn run(
             streams.shutdown();
         })
     };
+    let metrics = Arc::new(metrics::Metrics::new());
     let state = AppState {
         snapshot,
-        backends: Arc::new(backend::Backends::new(
-            Duration::from_millis(config.connect_timeout_ms),
-            Duration::from_millis(config.request_timeout_ms),
-        )),
+        backends: Arc::new(
+            backend::Backends::new(
+                Duration::from_millis(config.connect_timeout_ms),
+                Duration::from_millis(config.request_timeout_ms),
+            )
+            .with_error_counter(metrics.redis_errors.clone()),
+        ),
         verifier: Arc::new(auth::Verifier::new(config.token_cache_entries)),
         streams: streams.clone(),
         limiter: Arc::new(ratelimit::RateLimiter::new()),
-        metrics: Arc::new(metrics::Metrics::new()),
+        near: Arc::new(nearcache::NearCache::new(config.near_cache_max_bytes, config.near_cache_max_entries)),
+        hot: Arc::new(hotkeys::HotKeys::new()),
+        metrics,
+        readiness: Arc::default(),
         config: Arc::new(config),
     };
     tracing::info!(%address, "gateway listening");

@@ -1,7 +1,12 @@
 //! The gateway's metrics: one struct, registered up front, bounded labels.
 //!
 //! `namespace` is a registered namespace's name or `_other`; `op` is a fixed operation
-//! name derived from the matched route; no key or raw path ever becomes a label.
+//! name derived from the matched route; `cluster` is a registered deployment; no key or
+//! raw path ever becomes a label. Every metric is listed in `docs/metrics.md`.
+//!
+//! Per-namespace and per-deployment counters are created at 0 for every registered
+//! namespace and deployment when scraped ([`Metrics::refresh`]), so a rate over them
+//! exists before the first event and an alert can tell "none" from "no data".
 
 use std::time::Instant;
 
@@ -14,8 +19,30 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::error::Source;
+use larder_registry::{SessionStatus, Snapshot};
+
+use crate::error::{ApiError, Source};
 use crate::state::AppState;
+
+/// The `kind` label values of `larder_gateway_redis_errors_total`.
+pub const REDIS_ERROR_KINDS: [&str; 3] = ["unavailable", "timeout", "error"];
+
+/// The `kind` of a Redis failure, `None` for errors that are not Redis's.
+pub fn redis_error_kind(error: &ApiError) -> Option<&'static str> {
+    match error {
+        ApiError::BackendUnavailable { .. } => Some("unavailable"),
+        ApiError::BackendTimeout { .. } => Some("timeout"),
+        ApiError::Backend { .. } => Some("error"),
+        _ => None,
+    }
+}
+
+const SOURCES: [Source; 4] = [
+    Source::Client,
+    Source::Redis,
+    Source::Registry,
+    Source::Internal,
+];
 
 /// Every metric the gateway exports.
 pub struct Metrics {
@@ -29,8 +56,14 @@ pub struct Metrics {
     /// `larder_gateway_cache_hits_total{namespace}` / `..._misses_total`: GET outcomes.
     pub hits: IntCounterVec,
     pub misses: IntCounterVec,
+    /// `larder_gateway_near_cache_hits_total{namespace}`: reads answered from the
+    /// gateway's own near cache without a Redis call (0 until the near cache is enabled).
+    pub near_cache_hits: IntCounterVec,
     /// `larder_gateway_errors_total{source}`: failed requests by who caused them.
     pub errors: IntCounterVec,
+    /// `larder_gateway_redis_errors_total{cluster,kind}`: failed Redis calls by
+    /// deployment and kind (`unavailable`, `timeout`, `error`).
+    pub redis_errors: IntCounterVec,
     /// `larder_gateway_rate_limited_total{namespace}`: requests refused with 429.
     pub rate_limited: IntCounterVec,
     /// `larder_gateway_registry_revision`: applied snapshot revision.
@@ -84,6 +117,13 @@ impl Metrics {
             ),
             &["namespace"],
         ));
+        let near_cache_hits = must(IntCounterVec::new(
+            Opts::new(
+                "larder_gateway_near_cache_hits_total",
+                "Reads answered from the gateway's near cache.",
+            ),
+            &["namespace"],
+        ));
         let errors = must(IntCounterVec::new(
             Opts::new(
                 "larder_gateway_errors_total",
@@ -91,6 +131,10 @@ impl Metrics {
             ),
             &["source"],
         ));
+        for source in SOURCES {
+            errors.with_label_values(&[source.as_str()]);
+        }
+        let redis_errors = redis_errors_counter();
         let rate_limited = must(IntCounterVec::new(
             Opts::new(
                 "larder_gateway_rate_limited_total",
@@ -116,7 +160,9 @@ impl Metrics {
             Box::new(in_flight.clone()),
             Box::new(hits.clone()),
             Box::new(misses.clone()),
+            Box::new(near_cache_hits.clone()),
             Box::new(errors.clone()),
+            Box::new(redis_errors.clone()),
             Box::new(rate_limited.clone()),
             Box::new(revision.clone()),
             Box::new(staleness.clone()),
@@ -131,11 +177,39 @@ impl Metrics {
             in_flight,
             hits,
             misses,
+            near_cache_hits,
             errors,
+            redis_errors,
             rate_limited,
             revision,
             staleness,
             zookeeper_connected,
+        }
+    }
+
+    /// Counts a read served from the near cache (also counted as a hit).
+    pub fn near_hits(&self, ns: &str) {
+        self.near_cache_hits.with_label_values(&[ns]).inc();
+    }
+
+    /// Brings the registry gauges up to date and creates the per-namespace and
+    /// per-deployment series of what the registry now holds.
+    pub fn refresh(&self, snapshot: &Snapshot, status: SessionStatus) {
+        self.revision
+            .set(i64::try_from(snapshot.revision).unwrap_or(i64::MAX));
+        self.staleness.set(status.staleness().as_secs_f64());
+        self.zookeeper_connected.set(i64::from(status.connected));
+        for ns in snapshot.namespaces.keys() {
+            let labels = [ns.as_str()];
+            self.hits.with_label_values(&labels);
+            self.misses.with_label_values(&labels);
+            self.near_cache_hits.with_label_values(&labels);
+            self.rate_limited.with_label_values(&labels);
+        }
+        for cluster in snapshot.clusters.keys() {
+            for kind in REDIS_ERROR_KINDS {
+                self.redis_errors.with_label_values(&[cluster.as_str(), kind]);
+            }
         }
     }
 
@@ -144,6 +218,18 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// `larder_gateway_redis_errors_total`, also made on its own by a
+/// [`Backends`](crate::backend::Backends) that is not given the registered one.
+pub fn redis_errors_counter() -> IntCounterVec {
+    must(IntCounterVec::new(
+        Opts::new(
+            "larder_gateway_redis_errors_total",
+            "Failed Redis calls by deployment and kind (unavailable, timeout, error).",
+        ),
+        &["cluster", "kind"],
+    ))
 }
 
 impl Default for Metrics {

@@ -56,6 +56,7 @@ impl Modify for Bearer {
         routes::counters::step,
         routes::counters::read,
         routes::counters::remove,
+        routes::hotkeys::hotkeys,
     ),
     components(schemas(Problem)),
     modifiers(&Bearer),

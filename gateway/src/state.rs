@@ -20,8 +20,12 @@ pub struct AppState {
     pub backends: Arc<Backends>,
     pub verifier: Arc<Verifier>,
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
+    pub near: Arc<crate::nearcache::NearCache>,
+    pub hot: Arc<crate::hotkeys::HotKeys>,
     pub streams: Arc<crate::streams::Streams>,
     pub metrics: Arc<Metrics>,
+    /// Latched once `/readyz` has said ready.
+    pub readiness: Arc<crate::routes::health::Readiness>,
     pub config: Arc<Config>,
 }
 

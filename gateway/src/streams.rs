@@ -298,27 +298,34 @@ impl Blocker<'_> {
                 Err(Failure::Redirect { moved: false, to }) => route = Route::Asking(to),
                 Err(Failure::Timeout) => {
                     self.lease = None;
-                    return Err(ApiError::BackendTimeout {
+                    return Err(self.counted(ApiError::BackendTimeout {
                         cluster: self.cluster.name.clone(),
                         ms: limit.as_millis() as u64,
-                    });
+                    }));
                 }
                 Err(Failure::Broken(why)) => {
                     self.lease = None;
-                    return Err(unavailable(self.cluster, &why));
+                    return Err(self.counted(unavailable(self.cluster, &why)));
                 }
                 Err(Failure::Redis(why)) => {
-                    return Err(ApiError::Backend {
+                    return Err(self.counted(ApiError::Backend {
                         cluster: self.cluster.name.clone(),
                         detail: why,
-                    });
+                    }));
                 }
             }
         }
-        Err(unavailable(
+        Err(self.counted(unavailable(
             self.cluster,
             "the queue's hash slot kept moving; retry",
-        ))
+        )))
+    }
+
+    /// Counts a failure of this connection in `larder_gateway_redis_errors_total`, as
+    /// [`Backends::run`] counts those of the shared connections.
+    fn counted(&self, error: ApiError) -> ApiError {
+        self.backends.record_error(&self.cluster.name, &error);
+        error
     }
 
     /// Makes sure the lease is a connection to `node`, waiting at most `within` for one.
@@ -359,7 +366,7 @@ impl Blocker<'_> {
                 });
                 Ok(true)
             }
-            Ok(Err(Some(why))) => Err(unavailable(self.cluster, &why)),
+            Ok(Err(Some(why))) => Err(self.counted(unavailable(self.cluster, &why))),
             Ok(Err(None)) | Err(_) => Ok(false),
         }
     }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -138,10 +138,13 @@ struct Owned {
 struct Inner {
     config: RegistryConfig,
     watch: Watch,
-    client: ArcSwap<zk::Client>,
+    /// The current session's client; `None` between an ended session and the next.
+    client: ArcSwapOption<zk::Client>,
     owned: Mutex<Owned>,
     status: watch::Sender<SessionStatus>,
     snapshot: Arc<SnapshotCell>,
+    /// Asks the background loop to end the session as an expiry would.
+    expire: tokio::sync::Notify,
 }
 
 /// A handle to the registry; cheap to clone.
@@ -211,10 +214,11 @@ impl Registry {
             inner: Arc::new(Inner {
                 config,
                 watch,
-                client: ArcSwap::from_pointee(client),
+                client: ArcSwapOption::from_pointee(client),
                 owned: Mutex::new(Owned::default()),
                 status: watch::Sender::new(status),
                 snapshot: Arc::new(SnapshotCell::new()),
+                expire: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -238,11 +242,14 @@ impl Registry {
 
     /// The id of the current ZooKeeper session (changes after an expiry).
     pub fn session_id(&self) -> i64 {
-        self.inner.client.load().session_id().0
+        self.inner.client.load().as_ref().map(|c| c.session_id().0).unwrap_or_default()
     }
 
-    fn client(&self) -> Arc<zk::Client> {
-        self.inner.client.load_full()
+    pub(crate) fn client(&self) -> Result<Arc<zk::Client>> {
+        self.inner
+            .client
+            .load_full()
+            .ok_or_else(|| RegistryError::Unavailable("no ZooKeeper session (a new one is being opened)".into()))
     }
 
     async fn timed<T>(
@@ -262,7 +269,7 @@ impl Registry {
 
     /// Reads and decodes a znode; `None` when it does not exist.
     pub async fn get<T: Record>(&self, path: &str) -> Result<Option<Versioned<T>>> {
-        let client = self.client();
+        let client = self.client()?;
         match self.timed(path, client.get_data(path)).await {
             Ok((bytes, stat)) => {
                 let value = codec::decode(path, &bytes)?;
@@ -279,7 +286,7 @@ impl Registry {
 
     /// Names of a znode's children, sorted.
     pub async fn children(&self, path: &str) -> Result<Vec<String>> {
-        let client = self.client();
+        let client = self.client()?;
         let mut names = self.timed(path, client.list_children(path)).await?;
         names.sort();
         Ok(names)
@@ -287,7 +294,7 @@ impl Registry {
 
     /// Creates a persistent znode; [`RegistryError::AlreadyExists`] when it exists.
     pub async fn create<T: Record>(&self, path: &str, value: &T) -> Result<Versioned<()>> {
-        let client = self.client();
+        let client = self.client()?;
         let options = zk::CreateMode::Persistent.with_acls(acl());
         let (stat, _) = self
             .timed(path, client.create(path, &codec::encode(value), &options))
@@ -301,7 +308,7 @@ impl Registry {
 
     /// Creates an empty persistent znode unless it exists.
     pub async fn ensure_dir(&self, path: &str) -> Result<()> {
-        let client = self.client();
+        let client = self.client()?;
         let options = zk::CreateMode::Persistent.with_acls(acl());
         match self.timed(path, client.create(path, b"", &options)).await {
             Ok(_) | Err(RegistryError::AlreadyExists { .. }) => Ok(()),
@@ -317,7 +324,7 @@ impl Registry {
         value: &T,
         expected_version: i32,
     ) -> Result<Versioned<()>> {
-        let client = self.client();
+        let client = self.client()?;
         let stat = self
             .timed(
                 path,
@@ -333,7 +340,7 @@ impl Registry {
 
     /// Deletes a znode, at `expected_version` when given.
     pub async fn delete(&self, path: &str, expected_version: Option<i32>) -> Result<()> {
-        let client = self.client();
+        let client = self.client()?;
         self.timed(path, client.delete(path, expected_version))
             .await
     }
@@ -380,7 +387,7 @@ impl Registry {
         self.lock_owned()
             .ephemerals
             .insert(path.to_owned(), bytes.clone());
-        self.write_ephemeral(&self.client(), path, &bytes).await
+        self.write_ephemeral(&*self.client()?, path, &bytes).await
     }
 
     /// Removes an ephemeral node this process published and forgets it.
@@ -446,7 +453,7 @@ impl Registry {
     pub async fn stand_for_leader(&self, candidate: &LeaderCandidate) -> Result<String> {
         let bytes = codec::encode(candidate);
         self.lock_owned().candidate = Some((bytes.clone(), None));
-        self.create_candidate(&self.client(), &bytes).await
+        self.create_candidate(&*self.client()?, &bytes).await
     }
 
     async fn create_candidate(&self, client: &zk::Client, bytes: &[u8]) -> Result<String> {
@@ -495,7 +502,7 @@ impl Registry {
         let Some(mine) = self.candidate() else {
             return Err(RegistryError::Fenced);
         };
-        let client = self.client();
+        let client = self.client()?;
         let candidates = self.children(paths::LEADER).await?;
         if candidates.first() != Some(&mine) {
             return Err(RegistryError::Fenced);
@@ -535,17 +542,11 @@ impl Registry {
     /// second connection takes over the session and closes it. The background loop then
     /// sees `Expired` and recovers. For fault-injection tests and drills.
     pub async fn force_expiry(&self) -> Result<()> {
-        let session = self.client().session().clone();
-        let config = &self.inner.config;
-        let twin = zk::Client::connector()
-            .with_session(session)
-            .with_session_timeout(Duration::from_millis(config.session_timeout_ms))
-            .connect(&config.connect)
-            .await
-            .map_err(|e| {
-                RegistryError::Unavailable(format!("cannot take over the session: {e}"))
-            })?;
-        drop(twin);
+        // Taking the session over from a second connection races with this client's own
+        // reconnects; ending it from the loop that owns it is deterministic. The loop
+        // abandons the session (closing it, which removes its ephemeral nodes on the
+        // server) and recovers exactly as after a server-side expiry.
+        self.inner.expire.notify_one();
         Ok(())
     }
 
@@ -580,8 +581,11 @@ impl Registry {
     pub async fn run(self, cancel: CancellationToken) {
         let mut fresh_session = false;
         loop {
-            let client = self.client();
-            let outcome = self.serve_session(&client, fresh_session, &cancel).await;
+            let outcome = {
+                // Held only for this session, so that ending it drops the last handle.
+                let Some(client) = self.inner.client.load_full() else { return };
+                self.serve_session(&client, fresh_session, &cancel).await
+            };
             match outcome {
                 Outcome::Cancelled => {
                     self.withdraw().await;
@@ -591,6 +595,10 @@ impl Registry {
                 Outcome::Reconnected => fresh_session = false,
                 Outcome::Expired => {
                     self.set_connected(false);
+                    // Drop the old client: if its session is still open (a forced
+                    // expiry), closing it removes its ephemeral nodes on the server, as
+                    // an expiry would, before the new session re-creates them.
+                    self.inner.client.store(None);
                     tracing::warn!("ZooKeeper session ended; opening a new one");
                     let mut backoff = Duration::from_millis(100);
                     let new_client = loop {
@@ -607,7 +615,7 @@ impl Registry {
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     };
-                    self.inner.client.store(Arc::new(new_client));
+                    self.inner.client.store(Some(Arc::new(new_client)));
                     self.inner.status.send_modify(|s| s.sessions += 1);
                     tracing::info!(session = self.session_id(), "new ZooKeeper session");
                     fresh_session = true;
@@ -652,6 +660,7 @@ impl Registry {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Outcome::Cancelled,
+                _ = self.inner.expire.notified() => return Outcome::Expired,
                 s = state.changed() => match s {
                     zk::SessionState::Disconnected => {
                         tracing::warn!("ZooKeeper disconnected; serving the last snapshot");

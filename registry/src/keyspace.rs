@@ -137,7 +137,10 @@ mod tests {
             let c = counter_key("ns", name);
             let i = idempotency_key("ns", "counter", name, b"retry-1");
             assert_eq!(hash_tag(&c), hash_tag(&i), "{name:?}");
-            assert_eq!(hash_tag(&queue_key("ns", name)), hash_tag(&dead_letter_key("ns", name)));
+            assert_eq!(
+                hash_tag(&queue_key("ns", name)),
+                hash_tag(&dead_letter_key("ns", name))
+            );
             assert!(c.starts_with(b"larder:ns:c:{#"));
         }
     }

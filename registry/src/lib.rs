@@ -12,16 +12,21 @@
 //!   watch; cheap to read on every request, changed in place per event.
 //! - [`auth`]: token claims and audiences shared by the issuer and the verifiers.
 //! - [`keyspace`]: how tenant keys map onto Redis keys, confined to their namespace.
+//! - [`ledger`]: the control plane's own records (issued tokens, audit trail, background
+//!   jobs), read on demand and never part of the snapshot.
+//! - [`txn`]: multi-znode transactions, optionally fenced on leadership.
 
 pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod error;
 pub mod keyspace;
+pub mod ledger;
 pub mod model;
 pub mod names;
 pub mod paths;
 pub mod snapshot;
+pub mod txn;
 
 pub use client::{Registry, RegistryConfig, SessionStatus};
 pub use error::{RegistryError, Result};

@@ -9,6 +9,13 @@
 //! | `/auth/revoked/<jti>` | persistent | [`Revocation`](crate::model::Revocation) |
 //! | `/gateways/<id>` | ephemeral | [`GatewayRecord`](crate::model::GatewayRecord) |
 //! | `/leader/n_<seq>` | ephemeral sequential | [`LeaderCandidate`](crate::model::LeaderCandidate) |
+//! | `/auth/tokens/<jti>` | persistent | [`TokenRecord`](crate::ledger::TokenRecord) |
+//! | `/audit/e_<seq>` | persistent sequential | [`AuditEntry`](crate::ledger::AuditEntry) |
+//! | `/jobs/deletions/<ns>` | persistent | [`DeletionJob`](crate::ledger::DeletionJob) |
+//!
+//! The last three are the control plane's own ledger: [`classify`] does not know them,
+//! so the watcher ignores them and they never enter a gateway's snapshot; the control
+//! plane reads them on demand.
 //!
 //! Callers pass names already checked by [`crate::names`].
 
@@ -19,9 +26,18 @@ pub const KEYS: &str = "/auth/keys";
 pub const REVOKED: &str = "/auth/revoked";
 pub const GATEWAYS: &str = "/gateways";
 pub const LEADER: &str = "/leader";
+pub const TOKENS: &str = "/auth/tokens";
+pub const AUDIT: &str = "/audit";
+pub const JOBS: &str = "/jobs";
+pub const DELETIONS: &str = "/jobs/deletions";
 
 /// Persistent parents created once at start-up, in order.
-pub const DIRECTORIES: [&str; 7] = [CLUSTERS, NAMESPACES, AUTH, KEYS, REVOKED, GATEWAYS, LEADER];
+pub const DIRECTORIES: [&str; 11] = [
+    CLUSTERS, NAMESPACES, AUTH, KEYS, REVOKED, GATEWAYS, LEADER, TOKENS, AUDIT, JOBS, DELETIONS,
+];
+
+/// Prefix of audit entries under [`AUDIT`] (followed by a ten-digit sequence number).
+pub const AUDIT_PREFIX: &str = "e_";
 
 /// Prefix of election candidates under [`LEADER`].
 pub const CANDIDATE_PREFIX: &str = "n_";
@@ -52,6 +68,19 @@ pub fn revoked(jti: &str) -> String {
 
 pub fn gateway(id: &str) -> String {
     format!("{GATEWAYS}/{id}")
+}
+
+pub fn token(jti: &str) -> String {
+    format!("{TOKENS}/{jti}")
+}
+
+pub fn deletion(ns: &str) -> String {
+    format!("{DELETIONS}/{ns}")
+}
+
+/// An audit entry by its znode name (`e_<seq>`).
+pub fn audit_entry(name: &str) -> String {
+    format!("{AUDIT}/{name}")
 }
 
 /// What a path under the root denotes; the watcher routes each event by it.
@@ -116,5 +145,9 @@ mod tests {
         );
         assert_eq!(classify("/clusters"), Entry::Other);
         assert_eq!(classify("/auth"), Entry::Other);
+        // The control plane's ledger stays out of every snapshot.
+        assert_eq!(classify(&token("j1")), Entry::Other);
+        assert_eq!(classify(&deletion("orders")), Entry::Other);
+        assert_eq!(classify(&audit_entry("e_0000000001")), Entry::Other);
     }
 }

@@ -154,27 +154,25 @@ impl Snapshot {
             }
             Entry::Node { cluster, endpoint } => {
                 let key = (cluster.to_owned(), endpoint.to_owned());
+                let was_invalid = invalid.contains_key(path);
                 match data {
-                    None => self.nodes.remove(&key).is_some(),
-                    Some((bytes, version, zxid)) => {
-                        match codec::decode::<NodeHealth>(path, bytes) {
-                            Ok(value) => {
-                                self.nodes.insert(
-                                    key,
-                                    Arc::new(Versioned {
-                                        value,
-                                        version,
-                                        modified_zxid: zxid,
-                                    }),
-                                );
-                                true
-                            }
-                            Err(e) => {
-                                invalid.insert(path.to_owned(), e.to_string());
-                                self.nodes.remove(&key).is_some()
-                            }
-                        }
+                    None => {
+                        invalid.remove(path);
+                        self.nodes.remove(&key).is_some() || was_invalid
                     }
+                    Some((bytes, version, zxid)) => match codec::decode::<NodeHealth>(path, bytes) {
+                        Ok(value) => {
+                            invalid.remove(path);
+                            self.nodes.insert(key, Arc::new(Versioned { value, version, modified_zxid: zxid }));
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(%path, error = %e, "ignoring invalid node health report");
+                            invalid.insert(path.to_owned(), e.to_string());
+                            self.nodes.remove(&key);
+                            true
+                        }
+                    },
                 }
             }
             Entry::Namespace(n) => put(&mut self.namespaces, invalid, n, path, data),

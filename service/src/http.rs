@@ -1,8 +1,68 @@
-//! Serving a router on an already bound listener, with graceful drain.
+//! Serving a router on an already bound listener, with graceful drain, and the HTTP
+//! layers every Larder service shares: request ids, request spans and scrubbed headers.
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use axum::http::{HeaderName, Request, header};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+/// The header carrying a request's id, taken from the client when it sends one and
+/// generated (a UUID v4) when it does not; every response carries it back.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps every route of `router` (the fallback included) in the shared layers, outermost
+/// first:
+///
+/// 1. `Authorization`, `Proxy-Authorization` and `Cookie` are marked sensitive, so no
+///    `Debug` of the headers anywhere below can print a token.
+/// 2. `x-request-id` is set when the client sent none.
+/// 3. A `request` span with the method, the matched route (never the raw path, which
+///    holds tenant keys) and the request id, around everything the request logs.
+/// 4. The request id is copied onto the response.
+///
+/// Call it on the finished router (after `with_state`), so the matched route is known
+/// when the span opens.
+pub fn layers(router: Router) -> Router {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new([
+                header::AUTHORIZATION,
+                header::PROXY_AUTHORIZATION,
+                header::COOKIE,
+            ]))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+    )
+}
+
+/// The span of one request. `route` is the route template (`/v1/namespaces/{ns}/keys/{*key}`)
+/// or `unmatched`.
+fn request_span(request: &Request<Body>) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("unmatched");
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        request_id,
+    )
+}
 
 /// Serves `router` until `shutdown` is cancelled, then stops accepting and lets requests
 /// in flight finish. Taking a bound listener lets tests bind port 0 and lets `main`
@@ -25,4 +85,117 @@ pub async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Log lines written by the code under test, kept in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    fn app() -> Router {
+        layers(Router::new().route(
+            "/v1/things/{id}",
+            get(|headers: axum::http::HeaderMap| async move {
+                // What a careless handler might do: log every header.
+                tracing::info!(?headers, "handling");
+                "ok"
+            }),
+        ))
+    }
+
+    fn request(path: &str) -> axum::http::request::Builder {
+        Request::get(path).header(header::AUTHORIZATION, "Bearer secret-token-value")
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_generated_or_kept_and_returned() {
+        let response = app()
+            .oneshot(request("/v1/things/1").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let id = response.headers()[&REQUEST_ID].to_str().unwrap();
+        let dashes: Vec<usize> = id.match_indices('-').map(|(i, _)| i).collect();
+        assert!(
+            id.len() == 36 && dashes == [8, 13, 18, 23] && id.as_bytes()[14] == b'4',
+            "a UUID v4 is generated: {id}"
+        );
+
+        let response = app()
+            .oneshot(
+                request("/nowhere")
+                    .header(&REQUEST_ID, "client-chosen-id")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers()[&REQUEST_ID], "client-chosen-id");
+    }
+
+    #[tokio::test]
+    async fn json_logs_carry_the_request_id_and_route_never_the_token() {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(captured.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let response = app()
+            .oneshot(
+                request("/v1/things/private-key-name")
+                    .header(&REQUEST_ID, "req-42")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect();
+        let handling = lines
+            .iter()
+            .find(|l| l["message"] == "handling")
+            .unwrap_or_else(|| panic!("the handler's line is logged:\n{text}"));
+        assert_eq!(handling["span"]["request_id"], "req-42", "{handling}");
+        assert_eq!(handling["span"]["route"], "/v1/things/{id}", "{handling}");
+        assert!(!text.contains("secret-token-value"), "token logged:\n{text}");
+        assert!(text.contains("Sensitive"), "the header shows as sensitive:\n{text}");
+        assert!(!text.contains("private-key-name"), "raw path logged:\n{text}");
+    }
 }

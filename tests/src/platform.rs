@@ -171,3 +171,48 @@ pub fn admin_token(key_dir: &Path) -> String {
 pub fn admin(control_plane: &Service, key_dir: &Path) -> AdminClient {
     AdminClient::new(&control_plane.url, Some(admin_token(key_dir)))
 }
+
+/// Starts a control plane like [`control_plane`], with `configure` applied to its
+/// configuration first (shorter background intervals, smaller deletion batches, ...).
+pub async fn control_plane_with(
+    zk: &ZooKeeper,
+    root: &str,
+    key_dir: &Path,
+    configure: impl FnOnce(&mut larder_control_plane::Config),
+) -> Service {
+    let mut config = larder_control_plane::Config {
+        listen: "127.0.0.1:0".into(),
+        id: format!("cp-test-{}", rand::random::<u32>()),
+        key_dir: key_dir.to_owned(),
+        zookeeper: registry_config(zk, root),
+        ..Default::default()
+    };
+    configure(&mut config);
+    Service::spawn(
+        "control plane",
+        bind().await,
+        |listener, shutdown| async move {
+            larder_control_plane::run(config, listener, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await
+}
+
+/// A workspace binary next to the test binary (`target/<profile>/<name>`); panics naming
+/// the set-up command when it has not been built.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run ./deploy/local/test.sh (it builds every binary)",
+        path.display()
+    );
+    path
+}

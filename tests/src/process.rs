@@ -87,6 +87,39 @@ impl Process {
         }
     }
 
+    /// Sends SIGSTOP and waits until the kernel reports the process stopped, so that
+    /// nothing it does afterwards can be mistaken for an answer given before the pause.
+    pub fn stop_and_wait(&self) {
+        self.signal(Signal::SIGSTOP);
+        self.wait_for_state("stopped", |state| state == 'T');
+    }
+
+    /// Sends SIGCONT and waits until the kernel reports the process running again.
+    pub fn continue_and_wait(&self) {
+        self.signal(Signal::SIGCONT);
+        self.wait_for_state("continued", |state| state != 'T');
+    }
+
+    /// The process state letter of `/proc/<pid>/stat` (`R`, `S`, `T`, ...).
+    fn state(&self) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // The command name in parentheses may hold spaces; the state follows it.
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+
+    fn wait_for_state(&self, what: &str, reached: impl Fn(char) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.state().is_some_and(&reached) {
+            assert!(
+                Instant::now() < deadline,
+                "{} (pid {}) not {what} within 5 s",
+                self.name,
+                self.pid()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The exit status if the process has ended.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child

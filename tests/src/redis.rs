@@ -8,7 +8,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use redis::aio::MultiplexedConnection;
 use tempfile::TempDir;
 
@@ -169,12 +168,12 @@ impl Redis {
 
     /// SIGSTOP: connections stay open, nothing is answered.
     pub fn pause(&self) {
-        self.running().signal(Signal::SIGSTOP);
+        self.running().stop_and_wait();
     }
 
     /// SIGCONT after [`pause`](Self::pause).
     pub fn resume(&self) {
-        self.running().signal(Signal::SIGCONT);
+        self.running().continue_and_wait();
     }
 
     /// The last `lines` lines of the server's log.

@@ -9,7 +9,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -110,12 +109,12 @@ impl ZooKeeper {
     /// SIGSTOP: the server keeps its connections open but answers nothing, as a long GC
     /// pause or a frozen VM would.
     pub fn pause(&self) {
-        self.running().signal(Signal::SIGSTOP);
+        self.running().stop_and_wait();
     }
 
     /// SIGCONT after [`pause`](Self::pause).
     pub fn resume(&self) {
-        self.running().signal(Signal::SIGCONT);
+        self.running().continue_and_wait();
     }
 
     /// A plain ZooKeeper client on this server (no chroot), to look at what the code under

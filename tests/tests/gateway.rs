@@ -1417,3 +1417,131 @@ async fn cancelled_requests_never_desync_replies() {
     assert_eq!(wrong, 0, "a reply was delivered to the wrong request");
     assert!(ok >= 1000, "the uncancelled half answers");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_a_new_master_and_reports_what_it_applied() {
+    let zk = ZooKeeper::start().await;
+    let master = Redis::start().await;
+    let replica = Redis::start_replica_of(&master).await;
+    let root = unique_root();
+    let keys = tempfile::tempdir().unwrap();
+    let cp = platform::control_plane(&zk, &root, keys.path()).await;
+    let gw = platform::gateway(&zk, &root).await;
+    let registry = Registry::connect(registry_config(&zk, &root), Watch::None)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let admin = sign(keys.path(), admin_claims());
+    let post = |path: &str, body: Value| {
+        http.post(format!("{}{path}", cp.url))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+    assert!(post("/v1/clusters", json!({"name": "main", "topology": "standalone", "endpoints": [master.address()], "replicas": [replica.address()], "capacity_bytes": 1u64 << 30})).await.unwrap().status().is_success());
+    assert!(
+        post(
+            "/v1/namespaces",
+            json!({"name": "app", "owner": "t", "cluster": "main"})
+        )
+        .await
+        .unwrap()
+        .status()
+        .is_success()
+    );
+    let token: Value = post(
+        "/v1/namespaces/app/tokens",
+        json!({"subject": "t", "permissions": ["read", "write"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let t = Tenant {
+        http: http.clone(),
+        gw: gw.url.clone(),
+        ns: "app".into(),
+        token: token["token"].as_str().unwrap().into(),
+    };
+    eventually(Duration::from_secs(5), "served", || async {
+        t.put("before", "1").await == StatusCode::NO_CONTENT
+    })
+    .await;
+
+    // Promote the replica by hand and point the registry at it, as a failover does.
+    let mut c = replica
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let written = registry
+        .update::<larder_registry::model::Cluster, _>(&paths::cluster("main"), |cl| {
+            cl.endpoints = vec![replica.address()];
+            cl.replicas = vec![];
+            cl.epoch += 1;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "writes reach the new master",
+        || async {
+            t.put("after", "2").await == StatusCode::NO_CONTENT && {
+                let v: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg("larder:app:k:after")
+                    .query_async(&mut c.clone())
+                    .await
+                    .unwrap();
+                v.is_some()
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        t.get("before").await,
+        (StatusCode::OK, "1".into()),
+        "replicated data is served by the new master"
+    );
+
+    // The gateway's znode and /readyz report the configuration it applied.
+    eventually(
+        Duration::from_secs(5),
+        "the gateway reports the applied zxid",
+        || async {
+            let gws = registry.children(paths::GATEWAYS).await.unwrap();
+            let mut all = Vec::new();
+            for g in gws {
+                all.push(
+                    registry
+                        .get::<larder_registry::model::GatewayRecord>(&paths::gateway(&g))
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .value,
+                );
+            }
+            !all.is_empty() && all.iter().all(|g| g.applied_zxid >= written.modified_zxid)
+        },
+    )
+    .await;
+    let ready: Value = http
+        .get(format!("{}/readyz", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ready["applied_zxid"].as_i64().unwrap() >= written.modified_zxid,
+        "{ready}"
+    );
+}

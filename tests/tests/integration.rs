@@ -2,6 +2,14 @@
 //! (`larder_tests`), one module per feature.
 
 mod binaries;
+mod control_plane;
 mod end_to_end;
+mod gateway;
 mod harness;
+mod larderctl;
+mod leadership;
+mod propagation;
+mod queues;
 mod registry;
+mod near_cache;
+mod observability;

@@ -139,28 +139,23 @@ async fn second_session(registry: &Registry) {
     .await;
 }
 
-/// Ends the session of `registry`, which reaches ZooKeeper through `proxy`, with
-/// [`Registry::force_expiry`] and waits until the server has closed it (`owned`, an
-/// ephemeral node of that session, is gone); then cuts the registry's connection so it
-/// learns of the expiry. The registry's own connection is frozen meanwhile: left alone,
-/// it reconnects at once and takes the session back before it can be closed.
-async fn expire_session(proxy: &TcpProxy, registry: &Registry, observer: &zk::Client, owned: &str) {
+/// Ends the session of `registry` with [`Registry::force_expiry`] and waits until the
+/// server has closed it (`owned`, an ephemeral node of that session, is no longer that
+/// session's). The registry's loop drops the session's client first, so the server
+/// removes its ephemeral nodes before a new session re-creates them, as after a real
+/// expiry.
+async fn expire_session(_proxy: &TcpProxy, registry: &Registry, observer: &zk::Client, owned: &str) {
     let session = registry.session_id();
     assert_eq!(
         owner_of(observer, owned).await,
         Some(session),
         "{owned} belongs to the session to end"
     );
-    proxy.freeze();
-    registry
-        .force_expiry()
-        .await
-        .expect("force_expiry takes over the session");
+    registry.force_expiry().await.expect("force_expiry ends the session");
     eventually(PROPAGATION, "the server closes the session", || async {
         owner_of(observer, owned).await != Some(session)
     })
     .await;
-    proxy.cut();
 }
 
 // ----- reads and compare-and-set writes ------------------------------------------------
@@ -633,6 +628,85 @@ async fn invalid_values_are_reported_and_not_applied() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repaired_node_report_is_no_longer_reported_invalid() {
+    let zk = ZooKeeper::start().await;
+    let root = unique_root();
+    let config = registry_config(&zk, &root);
+    let watcher = Running::start(config.clone(), Watch::Snapshot).await;
+    let writer = Registry::connect(config, Watch::None).await.unwrap();
+    let raw = observer(&zk, &root).await;
+    let reader = watcher.snapshot();
+    let cluster = Cluster {
+        name: "main".into(),
+        topology: Topology::Standalone,
+        endpoints: vec!["127.0.0.1:6379".into()],
+        replicas: vec![],
+        region: "local".into(),
+        capacity_bytes: 1 << 30,
+        epoch: 1,
+        down_after_ms: 3_000,
+        created_at_ms: 0,
+    };
+    writer
+        .create(&paths::cluster("main"), &cluster)
+        .await
+        .unwrap();
+    writer.ensure_dir(&paths::nodes("main")).await.unwrap();
+    let node = paths::node("main", "127.0.0.1:6379");
+    let health = NodeHealth {
+        endpoint: "127.0.0.1:6379".into(),
+        up: true,
+        ..Default::default()
+    };
+    let mut problems = Vec::new();
+
+    raw.create(&node, &codec::encode(&health), &persistent())
+        .await
+        .unwrap();
+    reader
+        .wait_for(PROPAGATION, |s| s.nodes_of("main").count() == 1)
+        .await
+        .expect("the valid report is applied");
+    raw.set_data(&node, b"garbage", None).await.unwrap();
+    reader
+        .wait_for(PROPAGATION, |s| {
+            s.nodes_of("main").count() == 0 && s.invalid.contains_key(&node)
+        })
+        .await
+        .expect("the bad report replaces the good one and is flagged");
+    raw.set_data(&node, &codec::encode(&health), None)
+        .await
+        .unwrap();
+    let repaired = reader
+        .wait_for(PROPAGATION, |s| s.nodes_of("main").count() == 1)
+        .await
+        .expect("the repaired report is applied");
+    if repaired.invalid.contains_key(&node) {
+        problems.push("a repaired report is still flagged invalid");
+    }
+
+    // A report that is bad from its first write.
+    let other = paths::node("main", "127.0.0.1:6380");
+    raw.create(&other, b"garbage", &persistent()).await.unwrap();
+    writer
+        .create(&paths::namespace("marker"), &namespace("marker", "team", 1))
+        .await
+        .unwrap();
+    let later = reader
+        .wait_for(PROPAGATION, |s| s.namespace("marker").is_some())
+        .await
+        .expect("a later change is seen");
+    if !later.invalid.contains_key(&other) {
+        problems.push("a report that is bad from the start is never flagged");
+    }
+    assert!(
+        problems.is_empty(),
+        "{problems:?}; invalid = {:?}",
+        later.invalid
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_change_replaces_only_its_own_entry() {
     let zk = ZooKeeper::start().await;
     let config = registry_config(&zk, &unique_root());
@@ -939,7 +1013,7 @@ async fn a_forced_expiry_restores_ephemerals_watch_and_candidacy() {
     let leader_dir = raw.list_children(paths::LEADER).await.unwrap();
     assert_eq!(
         leader_dir,
-        [new_candidate.clone()],
+        [new_candidate.as_str()],
         "the old candidate died with its session"
     );
     assert_eq!(
@@ -1104,7 +1178,6 @@ async fn a_write_reported_unavailable_is_not_applied_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "registry bug: force_expiry races the registry's own reconnect and often times out"]
 async fn force_expiry_ends_the_session_every_time() {
     let zk = ZooKeeper::start().await;
     let registry = Running::start(registry_config(&zk, &unique_root()), Watch::None).await;
@@ -1467,12 +1540,8 @@ async fn a_force_expired_leader_is_fenced_until_re_elected() {
         .await
         .unwrap();
 
-    // The session ends while the leader hears nothing: it still believes it leads.
-    proxy.freeze();
-    leader
-        .force_expiry()
-        .await
-        .expect("force_expiry takes over the session");
+    // The session ends: the follower must take over, and the old leader's writes fail.
+    leader.force_expiry().await.expect("force_expiry ends the session");
     eventually(PROPAGATION, "the follower takes over", || async {
         follower.is_leader()
     })
@@ -1495,12 +1564,11 @@ async fn a_force_expired_leader_is_fenced_until_re_elected() {
         .await
         .unwrap();
 
-    proxy.cut();
     second_session(&leader).await;
-    assert!(
-        !leader.is_leader(),
-        "it stands again, behind the new leader"
-    );
+    eventually(PROPAGATION, "it stands again, behind the new leader", || async {
+        leader.snapshot().load().candidates.len() == 2 && !leader.is_leader()
+    })
+    .await;
     let fenced = leader
         .set_fenced(&path, &namespace("orders", "stale", 9), 2)
         .await;

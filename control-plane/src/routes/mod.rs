@@ -1,7 +1,9 @@
 //! Handlers, one file per resource.
 
+pub mod audit;
 pub mod clusters;
 pub mod health;
+pub mod keys;
 pub mod namespaces;
 pub mod tokens;
 
@@ -28,4 +30,13 @@ pub(crate) async fn observe(
                 "the write did not reach this instance's registry view in time".into(),
             )
         })
+}
+
+/// Waits up to a second for the snapshot to catch up with a change seen in ZooKeeper
+/// (before retrying a compare-and-set that lost).
+pub(crate) async fn observe_briefly(state: &AppState, predicate: impl FnMut(&Snapshot) -> bool) {
+    let _ = state
+        .snapshot
+        .wait_for(Duration::from_secs(1), predicate)
+        .await;
 }

@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use larder_registry::auth::Permission;
 use larder_registry::keyspace;
-use larder_registry::model::Limits;
+use std::time::Duration;
+
+use larder_registry::model::{Limits, NearCachePolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, Json, Query};
@@ -157,13 +159,31 @@ pub async fn get(
     let cluster = &access.cluster.value;
     let redis_key = keyspace::data_key(ns, &key);
     let miss = |state: &AppState| state.metrics.misses.with_label_values(&[ns]).inc();
+    state.hot.record(ns, &key);
     let Some(lease_ms) = params.lease else {
-        let raw: Option<Bytes> = state
-            .backends
-            .query(cluster, redis::cmd("GET").arg(&redis_key))
-            .await?;
+        // The near cache, when the namespace's policy asks for it for this key.
+        let near = match access.namespace.value.near_cache {
+            NearCachePolicy::Off => None,
+            NearCachePolicy::On { max_staleness_ms } => Some(max_staleness_ms),
+            NearCachePolicy::Auto { max_staleness_ms } => {
+                (state.hot.rate(ns, &key) >= state.config.hot_key_min_rate).then_some(max_staleness_ms)
+            }
+        };
+        if near.is_some()
+            && let Some(raw) = state.near.get(ns, &key)
+        {
+            state.metrics.near_hits(ns);
+            return value_response(&state, ns, &headers, raw);
+        }
+        let ticket = state.near.ticket(ns);
+        let raw: Option<Bytes> = state.backends.query(cluster, redis::cmd("GET").arg(&redis_key)).await?;
         return match raw {
-            Some(raw) if !value::is_lease(&raw) => value_response(&state, ns, &headers, raw),
+            Some(raw) if !value::is_lease(&raw) => {
+                if let Some(ms) = near {
+                    state.near.fill(ticket, ns, &key, raw.clone(), Duration::from_millis(ms));
+                }
+                value_response(&state, ns, &headers, raw)
+            }
             _ => {
                 miss(&state);
                 Err(ApiError::KeyNotFound)
@@ -321,6 +341,7 @@ pub async fn put(
         let () = state.backends.query(cluster, &cmd).await?;
         true
     };
+    state.near.invalidate(&access.namespace.value.name, &key);
     if !written {
         let why = if create_only {
             "the key exists"
@@ -365,7 +386,9 @@ pub async fn delete(
     {
         let mut inv = scripts::DELETE_IF_MATCH.key(&redis_key);
         inv.arg(&expected[..]);
-        return match state.backends.script::<i64>(cluster, &inv).await? {
+        let deleted = state.backends.script::<i64>(cluster, &inv).await?;
+        state.near.invalidate(&access.namespace.value.name, &key);
+        return match deleted {
             1 => Ok(StatusCode::NO_CONTENT),
             _ => Err(ApiError::PreconditionFailed(
                 "the key's current ETag differs (or the key is gone)".into(),

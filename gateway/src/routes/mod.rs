@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod counters;
 pub mod health;
+pub mod hotkeys;
 pub mod keys;
 pub mod list;
 pub mod queues;
