@@ -3,6 +3,7 @@
 source "$(dirname "$0")/lib.sh"
 
 say "stopping Larder"
+stop prometheus
 stop gateway
 for f in "$RUN_DIR"/agent-*.pid; do [ -e "$f" ] && stop "$(basename "$f" .pid)"; done
 stop control-plane

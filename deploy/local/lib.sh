@@ -19,6 +19,7 @@ mkdir -p "$RUN_DIR" "$LOG_DIR"
 : "${LARDER_REDIS_CLUSTER_PORTS:=7001 7002 7003}"
 : "${LARDER_AGENT_BASE_PORT:=9121}"
 : "${LARDER_ZK_ROOT:=/larder}"
+: "${LARDER_PROMETHEUS_ADDR:=127.0.0.1:9090}"
 ZK_CONNECT=127.0.0.1:$LARDER_ZK_PORT
 
 say() { printf '%s\n' "$*"; }
@@ -29,7 +30,8 @@ zk_classpath() {
     printf '%s' "$1:$jars/zookeeper.jar:$jars/zookeeper-jute.jar:$jars/slf4j-api.jar:$jars/slf4j-log4j12.jar:$jars/log4j-1.2.jar"
 }
 
-# Installs the Debian packages the platform runs on when any is missing.
+# Installs the Debian packages the platform runs on when any is missing, and the extra
+# ones named as COMMAND:PACKAGE (e.g. promtool:prometheus) whose command is missing.
 ensure_packages() {
     local missing=()
     command -v redis-server >/dev/null || missing+=(redis-server)

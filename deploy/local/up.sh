@@ -4,7 +4,11 @@
 # instance and a gateway. Registers both deployments, creates the `demo` namespace and
 # writes an admin token and a demo tenant token under .larder/local/.
 #
-#   ./deploy/local/up.sh [--release] [--no-build]
+#   ./deploy/local/up.sh [--release] [--no-build] [--with-prometheus]
+#
+# --with-prometheus also runs Prometheus (Debian package `prometheus`) on
+# $LARDER_PROMETHEUS_ADDR (127.0.0.1:9090), scraping every service with the alert rules
+# of deploy/prometheus/alerts.yml, so its web UI shows live graphs and alerts.
 #
 # Safe to run again: what is up is reported and left alone. Stop with down.sh.
 # Addresses can be changed with LARDER_* variables (see deploy/local/lib.sh).
@@ -12,16 +16,22 @@ source "$(dirname "$0")/lib.sh"
 
 profile=debug
 build=yes
+with_prometheus=no
 for arg in "$@"; do
     case $arg in
         --release) profile=release ;;
         --no-build) build=no ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        --with-prometheus) with_prometheus=yes ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) die "unknown option $arg" ;;
     esac
 done
 
-ensure_packages curl:curl
+if [ "$with_prometheus" = yes ]; then
+    ensure_packages curl:curl prometheus:prometheus
+else
+    ensure_packages curl:curl
+fi
 BIN=$LARDER_ROOT_DIR/target/$profile
 if [ "$build" = yes ]; then
     say "building ($profile)…"
@@ -131,6 +141,55 @@ larderctl token issue demo --subject demo-app --perm read,write,queue --ttl $((3
 chmod 600 "$LARDER_STATE/demo.token"
 larderctl cluster ls
 
+if [ "$with_prometheus" = yes ]; then
+    say "Prometheus on $LARDER_PROMETHEUS_ADDR"
+    prom_dir=$LARDER_STATE/prometheus
+    mkdir -p "$prom_dir/data"
+    agent_targets=()
+    for ((p = LARDER_AGENT_BASE_PORT; p < agent_port; p++)); do agent_targets+=("\"127.0.0.1:$p\""); done
+    # The jobs and labels of deploy/prometheus/prometheus.yml, with this platform's
+    # addresses and a short interval so graphs move while you watch.
+    cat >"$prom_dir/prometheus.yml" <<CFG
+global:
+  scrape_interval: 5s
+  scrape_timeout: 4s
+  evaluation_interval: 5s
+rule_files:
+  - $LARDER_ROOT_DIR/deploy/prometheus/alerts.yml
+scrape_configs:
+  - job_name: larder-gateway
+    static_configs:
+      - targets: ["$LARDER_GATEWAY_ADDR"]
+  - job_name: larder-control-plane
+    static_configs:
+      - targets: ["$LARDER_CP_ADDR"]
+  - job_name: larder-agent
+    honor_labels: true
+    static_configs:
+      - targets: [$(IFS=,; echo "${agent_targets[*]}")]
+CFG
+    promtool check config "$prom_dir/prometheus.yml" >"$LOG_DIR/promtool.log" 2>&1 \
+        || die "generated Prometheus configuration is invalid; see $LOG_DIR/promtool.log"
+    start_bg prometheus prometheus --config.file="$prom_dir/prometheus.yml" \
+        --storage.tsdb.path="$prom_dir/data" --storage.tsdb.retention.time=2d \
+        --web.listen-address="$LARDER_PROMETHEUS_ADDR"
+    wait_http "http://$LARDER_PROMETHEUS_ADDR/-/ready" prometheus 60
+    # Every target must have been scraped successfully once.
+    expected=$((2 + ${#agent_targets[@]}))
+    up=0
+    for _ in $(seq 1 60); do
+        up=$(curl -fsS "http://$LARDER_PROMETHEUS_ADDR/api/v1/targets?state=active" | { grep -o '"health":"up"' || true; } | wc -l)
+        [ "$up" -ge "$expected" ] && break
+        sleep 0.5
+    done
+    [ "$up" -ge "$expected" ] || die "Prometheus scrapes only $up of $expected targets up; see http://$LARDER_PROMETHEUS_ADDR/targets"
+    say "  prometheus: $up of $expected targets up"
+fi
+
+prometheus_line=""
+if [ "$with_prometheus" = yes ]; then
+    prometheus_line=$'\n'"  prometheus     http://$LARDER_PROMETHEUS_ADDR (graphs, alerts, targets)"
+fi
 rel_state=${LARDER_STATE#"$LARDER_ROOT_DIR"/}
 cat <<TXT
 
@@ -138,7 +197,7 @@ Larder is up.
   gateway        http://$LARDER_GATEWAY_ADDR
   control plane  http://$LARDER_CP_ADDR
   ZooKeeper      $ZK_CONNECT (root $LARDER_ZK_ROOT)
-  logs           $LOG_DIR
+  logs           $LOG_DIR$prometheus_line
 
 Try it:
   TOKEN=\$(cat $rel_state/demo.token)

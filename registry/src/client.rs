@@ -202,7 +202,7 @@ impl Registry {
     /// with [`RegistryError::Unavailable`] when ZooKeeper cannot be reached, so a service
     /// can refuse to start with a clear message. Call [`Registry::run`] next.
     pub async fn connect(config: RegistryConfig, watch: Watch) -> Result<Self> {
-        config.validate().map_err(RegistryError::Unavailable)?;
+        config.validate().map_err(RegistryError::Config)?;
         let client = open_session(&config).await?;
         let status = SessionStatus {
             connected: true,
@@ -246,10 +246,31 @@ impl Registry {
     }
 
     pub(crate) fn client(&self) -> Result<Arc<zk::Client>> {
-        self.inner
+        let client = self
+            .inner
             .client
             .load_full()
-            .ok_or_else(|| RegistryError::Unavailable("no ZooKeeper session (a new one is being opened)".into()))
+            .ok_or_else(|| RegistryError::Unavailable("no ZooKeeper session (a new one is being opened)".into()))?;
+        // A request made while disconnected would wait inside the client and be sent after
+        // the reconnect, long after its caller gave up (and was told to retry). Refuse it
+        // here instead, before anything is queued.
+        match client.state() {
+            zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => Ok(client),
+            state => Err(RegistryError::Unavailable(format!("ZooKeeper session is {state:?}"))),
+        }
+    }
+
+    /// Like [`Registry::timed`] for a write: past the deadline its outcome is unknown.
+    pub(crate) async fn timed_write<T>(
+        &self,
+        path: &str,
+        fut: impl Future<Output = Result<T, zk::Error>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.inner.config.request_timeout(), fut).await {
+            Ok(Err(zk::Error::ConnectionLoss)) => Err(RegistryError::Indeterminate { path: path.to_owned() }),
+            Ok(result) => result.map_err(|e| RegistryError::from_zk(path, e)),
+            Err(_) => Err(RegistryError::Indeterminate { path: path.to_owned() }),
+        }
     }
 
     async fn timed<T>(
@@ -297,7 +318,7 @@ impl Registry {
         let client = self.client()?;
         let options = zk::CreateMode::Persistent.with_acls(acl());
         let (stat, _) = self
-            .timed(path, client.create(path, &codec::encode(value), &options))
+            .timed_write(path, client.create(path, &codec::encode(value), &options))
             .await?;
         Ok(Versioned {
             value: (),
@@ -326,7 +347,7 @@ impl Registry {
     ) -> Result<Versioned<()>> {
         let client = self.client()?;
         let stat = self
-            .timed(
+            .timed_write(
                 path,
                 client.set_data(path, &codec::encode(value), Some(expected_version)),
             )
@@ -341,7 +362,7 @@ impl Registry {
     /// Deletes a znode, at `expected_version` when given.
     pub async fn delete(&self, path: &str, expected_version: Option<i32>) -> Result<()> {
         let client = self.client()?;
-        self.timed(path, client.delete(path, expected_version))
+        self.timed_write(path, client.delete(path, expected_version))
             .await
     }
 

@@ -28,6 +28,14 @@ pub enum RegistryError {
     /// This process lost its leadership; the write was fenced off.
     #[error("not the leader (fenced)")]
     Fenced,
+    /// The registry configuration is invalid (a bad connect string or root): retrying
+    /// cannot help.
+    #[error("invalid registry configuration: {0}")]
+    Config(String),
+    /// A write was sent but no answer came before the deadline: it may or may not have
+    /// been applied. Read the node back before deciding to retry.
+    #[error("the outcome of the write on {path} is unknown (no answer in time)")]
+    Indeterminate { path: String },
     /// ZooKeeper could not be reached or the session is not usable right now.
     #[error("ZooKeeper unavailable: {0}")]
     Unavailable(String),

@@ -714,6 +714,21 @@ async fn tokens_are_listed_without_secrets_revoked_idempotent_and_pruned() {
         [Permission::Read, Permission::Write]
     );
     assert_eq!(orders.items[0].issued_by, "test-admin");
+    let r = p
+        .raw(reqwest::Method::GET, "/v1/namespaces/stock/tokens", "")
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["items"][0]["jti"], two.jti.as_str());
+    assert_eq!(body["items"].as_array().unwrap().len(), 1);
+    let r = p
+        .raw(
+            reqwest::Method::GET,
+            "/v1/namespaces/stock/tokens?all=maybe",
+            "",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         p.admin.token(&one.jti).await.unwrap().state,
         TokenState::Active

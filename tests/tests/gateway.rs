@@ -1469,12 +1469,25 @@ async fn follows_a_new_master_and_reports_what_it_applied() {
     })
     .await;
 
-    // Promote the replica by hand and point the registry at it, as a failover does.
+    // Promote the replica by hand and point the registry at it, as a failover does —
+    // once replication (asynchronous) has copied the write.
     let mut c = replica
         .client()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    eventually(Duration::from_secs(5), "the replica has the write", || {
+        let mut c = c.clone();
+        async move {
+            let v: Option<Vec<u8>> = redis::cmd("GET")
+                .arg("larder:app:k:before")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            v.is_some()
+        }
+    })
+    .await;
     let () = redis::cmd("REPLICAOF")
         .arg("NO")
         .arg("ONE")

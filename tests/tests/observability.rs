@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use larder_tests::platform::{self, Service};
-use larder_tests::{Redis, ZooKeeper, unique_root};
+use larder_tests::{Redis, ZooKeeper, eventually, unique_root};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -501,4 +501,923 @@ async fn readiness_reports_the_registry_revision_and_staleness() {
         assert_eq!(body["zookeeper_connected"], true, "{body}");
         assert_eq!(body["staleness_ms"], 0, "{body}");
     }
+}
+
+// ---------------------------------------------------------------------------------
+// The gateway's readiness
+// ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_is_ready_once_redis_answers_and_stays_ready_without_zookeeper() {
+    larder_tests::init_tracing();
+    let mut zk = ZooKeeper::start().await;
+    let mut redis = Redis::start().await;
+    let root = unique_root();
+    let keys = tempfile::tempdir().unwrap();
+    let cp = platform::control_plane(&zk, &root, keys.path()).await;
+    let http = reqwest::Client::new();
+    let admin = platform::admin_token(keys.path());
+    for (path, body) in [
+        (
+            "/v1/clusters",
+            json!({"name": "main", "topology": "standalone", "endpoints": [redis.address()],
+                   "capacity_bytes": 1u64 << 30}),
+        ),
+        (
+            "/v1/namespaces",
+            json!({"name": "shop", "owner": "team-shop", "cluster": "main"}),
+        ),
+    ] {
+        let r = http
+            .post(format!("{}{path}", cp.url))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+    drop(cp);
+
+    // Redis is down when the gateway starts: it reads the registry, but stays unready.
+    redis.stop().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = larder_gateway::Config {
+        listen: "127.0.0.1:0".into(),
+        id: "gw-readiness".into(),
+        zookeeper: larder_tests::registry_config(&zk, &root),
+        ..Default::default()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let gateway = tokio::spawn(larder_gateway::run(config, listener, shutdown.clone()));
+    let readyz = || async {
+        let r = http.get(format!("{url}/readyz")).send().await.ok()?;
+        let status = r.status();
+        Some((status, r.json::<Value>().await.unwrap()))
+    };
+    eventually(Duration::from_secs(10), "the gateway answers /readyz", || async {
+        readyz().await.is_some()
+    })
+    .await;
+    for _ in 0..10 {
+        let (status, body) = readyz().await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["waiting_for"], json!(["redis:main"]), "{body}");
+        assert!(body["registry_revision"].as_u64().unwrap() > 0, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    redis.restart().await;
+    eventually(Duration::from_secs(10), "the gateway is ready once Redis answers", || async {
+        readyz().await.is_some_and(|(s, _)| s == StatusCode::OK)
+    })
+    .await;
+
+    // ZooKeeper goes away: the gateway serves from its snapshot, stays ready and says
+    // how stale it is.
+    zk.stop().await;
+    eventually(Duration::from_secs(15), "the gateway reports the lost session", || async {
+        readyz().await.is_some_and(|(status, body)| {
+            assert_eq!(status, StatusCode::OK, "ready without ZooKeeper: {body}");
+            body["zookeeper_connected"] == false && body["staleness_ms"].as_u64().unwrap() > 0
+        })
+    })
+    .await;
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("larder_gateway_zookeeper_connected 0"), "{metrics}");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), gateway).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Dashboards and alerts
+// ---------------------------------------------------------------------------------
+
+/// Series Prometheus makes itself rather than scraping them.
+const MADE_BY_PROMETHEUS: [&str; 3] = ["up", "ALERTS", "ALERTS_FOR_STATE"];
+
+/// The metric names a PromQL expression selects: identifiers that are not functions,
+/// keywords, label names (inside `{}`, `by (...)` and the like), durations (inside `[]`),
+/// strings, numbers or Grafana variables (`$namespace`).
+fn promql_metrics(expr: &str) -> BTreeSet<String> {
+    const KEYWORDS: [&str; 8] = ["and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"];
+    const LABEL_LISTS: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+    let chars: Vec<char> = expr.chars().collect();
+    let mut names = BTreeSet::new();
+    let mut i = 0;
+    // Skips from an opening bracket to its match; `{}` and `[]` never nest in PromQL,
+    // strings inside them are skipped whole.
+    let skip_to = |mut i: usize, close: char| {
+        while i < chars.len() && chars[i] != close {
+            if chars[i] == '"' || chars[i] == '\'' {
+                let quote = chars[i];
+                i += 1;
+                while i < chars.len() && chars[i] != quote {
+                    i += if chars[i] == '\\' { 2 } else { 1 };
+                }
+            }
+            i += 1;
+        }
+        i + 1
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '{' => i = skip_to(i + 1, '}'),
+            '[' => i = skip_to(i + 1, ']'),
+            '"' | '\'' => {
+                i += 1;
+                while i < chars.len() && chars[i] != c {
+                    i += if chars[i] == '\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            '$' => {
+                i += 1;
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_digit() || c == '.' => {
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '.') {
+                    i += 1;
+                }
+            }
+            c if c.is_alphabetic() || c == '_' || c == ':' => {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+                {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                let mut next = i;
+                while next < chars.len() && chars[next].is_whitespace() {
+                    next += 1;
+                }
+                // `sum by (x) (...)`: an aggregation with its clause first.
+                let rest: String = chars[next..].iter().take(8).collect();
+                let clause_first = ["by", "without"].iter().any(|w| {
+                    rest.strip_prefix(w)
+                        .is_some_and(|r| r.starts_with(|c: char| c == '(' || c.is_whitespace()))
+                });
+                let call = chars.get(next) == Some(&'(') || clause_first;
+                if LABEL_LISTS.contains(&word.as_str()) && call {
+                    i = skip_to(next + 1, ')');
+                } else if !call
+                    && !KEYWORDS.contains(&word.as_str())
+                    && !LABEL_LISTS.contains(&word.as_str())
+                {
+                    names.insert(word);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    names
+}
+
+/// Every `expr` of a Grafana dashboard's panels (rows' panels included) and the metric
+/// of every `label_values(metric, label)` variable.
+fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
+    fn panels(list: &Value, out: &mut Vec<(String, String)>) {
+        for panel in list.as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or("?").to_owned();
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str() {
+                    out.push((title.clone(), expr.to_owned()));
+                }
+            }
+            panels(&panel["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    panels(&dashboard["panels"], &mut out);
+    for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+        let query = variable["query"]["query"]
+            .as_str()
+            .or_else(|| variable["query"].as_str())
+            .unwrap_or_default();
+        if let Some(args) = query.strip_prefix("label_values(") {
+            let metric = args.split([',', ')']).next().unwrap_or_default().trim();
+            out.push((format!("variable {}", variable["name"]), metric.to_owned()));
+        }
+    }
+    for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+        if let Some(expr) = annotation["expr"].as_str() {
+            out.push((format!("annotation {}", annotation["name"]), expr.to_owned()));
+        }
+    }
+    out
+}
+
+fn yaml(relative: &str) -> Value {
+    let mut value: serde_norway::Value = serde_norway::from_str(&read(relative))
+        .unwrap_or_else(|e| panic!("{relative}: {e}"));
+    value.apply_merge().unwrap();
+    serde_json::to_value(value).unwrap()
+}
+
+/// Every alert rule of `deploy/prometheus/alerts.yml`.
+fn alert_rules() -> Vec<Value> {
+    let rules = yaml("deploy/prometheus/alerts.yml");
+    rules["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .filter(|r| r.get("alert").is_some())
+        .collect()
+}
+
+#[test]
+fn promql_metric_names_are_found() {
+    let names = promql_metrics(
+        r#"histogram_quantile(0.99, sum by (namespace, le) (rate(larder_gateway_request_duration_seconds_bucket{op!="queue",namespace=~"$namespace"}[$__rate_interval]))) / on (namespace) group_left max by (namespace) (larder_cp_namespace_rate_limit_ops_per_second > 0) or absent(larder_cp_is_leader) and 1e3 offset 5m"#,
+    );
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "larder_gateway_request_duration_seconds_bucket".to_owned(),
+            "larder_cp_namespace_rate_limit_ops_per_second".to_owned(),
+            "larder_cp_is_leader".to_owned(),
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_alerts_query_only_exported_metrics() {
+    let running = Running::start().await;
+    let scrapes = running.scrapes().await;
+    let exported: BTreeMap<String, Family> = scrapes.values().flat_map(|t| families(t)).collect();
+    let known = |name: &str| {
+        MADE_BY_PROMETHEUS.contains(&name)
+            || exported.contains_key(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .and_then(|base| exported.get(base))
+                    .is_some_and(|f| f.kind == "histogram")
+            })
+    };
+
+    let dashboard: Value = serde_json::from_str(&read("deploy/grafana/larder.json")).unwrap();
+    let queries = dashboard_queries(&dashboard);
+    assert!(queries.len() > 20, "{} queries", queries.len());
+    let mut problems = Vec::new();
+    let mut queried = BTreeSet::new();
+    for (panel, expr) in &queries {
+        let names = promql_metrics(expr);
+        assert!(!names.is_empty(), "{panel}: no metric in {expr}");
+        for name in names {
+            if !known(&name) {
+                problems.push(format!("dashboard panel {panel:?} queries {name}, which no service exports"));
+            }
+            queried.insert(name);
+        }
+    }
+    // What the dashboard must show.
+    for needed in [
+        "larder_gateway_requests_total",
+        "larder_gateway_request_duration_seconds_bucket",
+        "larder_gateway_cache_hits_total",
+        "larder_gateway_near_cache_hits_total",
+        "larder_gateway_rate_limited_total",
+        "redis_up",
+        "larder_cp_deployment_status",
+        "larder_cp_failovers_total",
+        "larder_gateway_registry_staleness_seconds",
+        "larder_cp_is_leader",
+    ] {
+        if !queried.contains(needed) {
+            problems.push(format!("the dashboard has no panel on {needed}"));
+        }
+    }
+    for rule in alert_rules() {
+        let alert = rule["alert"].as_str().unwrap();
+        for name in promql_metrics(rule["expr"].as_str().unwrap()) {
+            if !known(&name) {
+                problems.push(format!("alert {alert} queries {name}, which no service exports"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n  {}", problems.join("\n  "));
+}
+
+/// The GitHub anchor of a Markdown heading.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_is_complete_tested_both_ways_and_has_a_runbook_section() {
+    let runbook = read("docs/runbook.md");
+    let sections: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(anchor)
+        .collect();
+    let tests = yaml("deploy/prometheus/alerts_test.yml");
+    let cases: Vec<&Value> = tests["tests"]
+        .as_array()
+        .expect("tests")
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_array().into_iter().flatten())
+        .collect();
+    let rules = alert_rules();
+    let mut problems = Vec::new();
+    let mut alerts = BTreeSet::new();
+    for rule in &rules {
+        let alert = rule["alert"].as_str().unwrap();
+        alerts.insert(anchor(alert));
+        if rule["for"].as_str().is_none() {
+            problems.push(format!("{alert}: no `for`"));
+        }
+        if !["critical", "warning"].contains(&rule["labels"]["severity"].as_str().unwrap_or("")) {
+            problems.push(format!("{alert}: severity must be critical or warning"));
+        }
+        for annotation in ["summary", "description", "runbook_url"] {
+            if rule["annotations"][annotation].as_str().is_none_or(str::is_empty) {
+                problems.push(format!("{alert}: no {annotation}"));
+            }
+        }
+        let url = rule["annotations"]["runbook_url"].as_str().unwrap_or_default();
+        match url.split_once('#') {
+            Some(("docs/runbook.md", section)) if sections.contains(section) => {}
+            _ => problems.push(format!("{alert}: runbook_url {url:?} names no section of docs/runbook.md")),
+        }
+        let of_alert = || cases.iter().filter(|c| c["alertname"] == alert);
+        if !of_alert().any(|c| c["exp_alerts"].as_array().is_some_and(|a| !a.is_empty())) {
+            problems.push(format!("{alert}: no unit test in alerts_test.yml where it fires"));
+        }
+        if !of_alert().any(|c| c["exp_alerts"].as_array().is_some_and(Vec::is_empty)) {
+            problems.push(format!("{alert}: no unit test in alerts_test.yml where it stays quiet"));
+        }
+    }
+    for section in &sections {
+        if !alerts.contains(section) {
+            problems.push(format!("docs/runbook.md section #{section} belongs to no alert"));
+        }
+    }
+    for required in [
+        "lardergatewayerrorratiohigh",
+        "lardergatewaylatencyhigh",
+        "larderredisdown",
+        "larderdeploymentdegraded",
+        "larderdeploymentfailedover",
+        "larderregistrystale",
+        "larderzookeepersessionlost",
+        "lardernamespacenearratelimit",
+        "lardernamespacenearmemorylimit",
+        "lardercontrolplanenoleader",
+    ] {
+        if !alerts.contains(required) {
+            problems.push(format!("no alert {required}"));
+        }
+    }
+    assert!(problems.is_empty(), "\n  {}", problems.join("\n  "));
+}
+
+/// Runs promtool with `args` in `deploy/prometheus`, failing with its report.
+fn promtool_in_deploy(args: &[&str]) -> String {
+    let out = Command::new(promtool())
+        .args(args)
+        .current_dir(repo().join("deploy/prometheus"))
+        .output()
+        .expect("run promtool");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {}:\n{report}", args.join(" "));
+    report
+}
+
+#[test]
+fn prometheus_configuration_rules_and_rule_tests_pass_promtool() {
+    promtool_in_deploy(&["check", "config", "prometheus.yml"]);
+    promtool_in_deploy(&["check", "rules", "alerts.yml"]);
+    let report = promtool_in_deploy(&["test", "rules", "alerts_test.yml"]);
+    assert!(report.contains("SUCCESS"), "{report}");
+
+    let config = yaml("deploy/prometheus/prometheus.yml");
+    let jobs: BTreeMap<&str, &Value> = config["scrape_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["job_name"].as_str().unwrap(), j))
+        .collect();
+    for (job, target) in [
+        ("larder-gateway", "127.0.0.1:8080"),
+        ("larder-control-plane", "127.0.0.1:8081"),
+        ("larder-agent", "127.0.0.1:9121"),
+    ] {
+        let targets = jobs
+            .get(job)
+            .unwrap_or_else(|| panic!("no scrape job {job}"))["static_configs"][0]["targets"]
+            .to_string();
+        assert!(targets.contains(target), "{job} scrapes {targets}");
+    }
+    assert_eq!(jobs["larder-agent"]["honor_labels"], true, "agents name the Redis instance");
+}
+
+// ---------------------------------------------------------------------------------
+// Deploy files
+// ---------------------------------------------------------------------------------
+
+/// Every file under `dir`, recursively, relative to the repository.
+fn files_under(dir: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo().join(dir)];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(
+                    path.strip_prefix(repo())
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every document of a YAML file, merge keys (`<<:`) applied.
+fn yaml_documents(relative: &str) -> Vec<Value> {
+    let text = read(relative);
+    serde_norway::Deserializer::from_str(&text)
+        .map(|document| {
+            let mut value = <serde_norway::Value as serde::Deserialize>::deserialize(document)
+                .unwrap_or_else(|e| panic!("{relative} is not valid YAML: {e}"));
+            value
+                .apply_merge()
+                .unwrap_or_else(|e| panic!("{relative}: {e}"));
+            serde_json::to_value(value).unwrap()
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// How a deploy file starts one of the services.
+#[derive(Debug, Clone)]
+struct Launch {
+    /// Where: file and object.
+    origin: String,
+    binary: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    /// The TOML files it could read `--config` from, by file name: `deploy/config/` for
+    /// the image and the systemd units, the ConfigMaps for Kubernetes.
+    configs: BTreeMap<String, String>,
+}
+
+/// Kubernetes expands `$(VAR)` in `args` and `env` values; these stand in for the values
+/// a pod would get.
+fn expand_k8s(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("$(") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find(')').map(|e| start + e + 1).unwrap_or(rest.len());
+        out.push_str(match &rest[start + 2..end - 1] {
+            "POD_IP" => "10.0.0.7",
+            _ => "pod-0",
+        });
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// The services started by the systemd units, the compose file and the Kubernetes
+/// manifests.
+fn launches() -> Vec<Launch> {
+    let image_configs: BTreeMap<String, String> = files_under("deploy/config")
+        .into_iter()
+        .map(|f| (f.rsplit('/').next().unwrap().to_owned(), read(&f)))
+        .collect();
+    let mut out = Vec::new();
+    for file in files_under("deploy") {
+        if file.ends_with(".service") {
+            let text = read(&file);
+            let mut launch = Launch {
+                origin: file.clone(),
+                binary: String::new(),
+                args: Vec::new(),
+                env: Vec::new(),
+                configs: image_configs.clone(),
+            };
+            for line in text.lines() {
+                if let Some(exec) = line.strip_prefix("ExecStart=") {
+                    let mut words = exec.split_whitespace().map(str::to_owned);
+                    launch.binary = words.next().unwrap().rsplit('/').next().unwrap().to_owned();
+                    launch.args = words.collect();
+                } else if let Some(vars) = line.strip_prefix("Environment=") {
+                    for var in vars.split_whitespace() {
+                        let (k, v) = var.trim_matches('"').split_once('=').expect("KEY=VALUE");
+                        launch.env.push((k.to_owned(), v.to_owned()));
+                    }
+                }
+            }
+            assert!(!launch.binary.is_empty(), "{file}: no ExecStart");
+            out.push(launch);
+        } else if file.ends_with("compose.yaml") || file.ends_with("compose.yml") {
+            let compose = &yaml_documents(&file)[0];
+            for (name, service) in compose["services"].as_object().unwrap() {
+                let command = strings(&service["command"]);
+                let Some(binary) = command.first().filter(|c| c.starts_with("larder-")) else {
+                    continue;
+                };
+                let env = match &service["environment"] {
+                    Value::Object(map) => map
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().map_or(v.to_string(), str::to_owned)))
+                        .collect(),
+                    Value::Array(list) => list
+                        .iter()
+                        .filter_map(|v| v.as_str()?.split_once('='))
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                out.push(Launch {
+                    origin: format!("{file}: service {name}"),
+                    binary: binary.clone(),
+                    args: command[1..].to_vec(),
+                    env,
+                    configs: image_configs.clone(),
+                });
+            }
+        } else if file.starts_with("deploy/k8s/") && file.ends_with(".yaml") {
+            // ConfigMaps may sit in another file of the same directory.
+            let documents: Vec<Value> = files_under("deploy/k8s")
+                .iter()
+                .filter(|f| f.ends_with(".yaml"))
+                .flat_map(|f| yaml_documents(f))
+                .collect();
+            let config_maps: BTreeMap<String, String> = documents
+                .iter()
+                .filter(|d| d["kind"] == "ConfigMap")
+                .flat_map(|d| d["data"].as_object().cloned().unwrap_or_default())
+                .filter(|(k, _)| k.ends_with(".toml"))
+                .map(|(k, v)| (k, v.as_str().unwrap().to_owned()))
+                .collect();
+            for doc in yaml_documents(&file) {
+                let pod = &doc["spec"]["template"]["spec"];
+                for container in ["initContainers", "containers"]
+                    .iter()
+                    .flat_map(|list| pod[list].as_array().cloned().unwrap_or_default())
+                {
+                    let command = strings(&container["command"]);
+                    let Some(binary) = command.first().filter(|c| c.starts_with("larder-")) else {
+                        continue;
+                    };
+                    let env = container["env"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| {
+                            let value = e["value"].as_str().unwrap_or("pod-0");
+                            (e["name"].as_str().unwrap().to_owned(), expand_k8s(value))
+                        })
+                        .collect();
+                    out.push(Launch {
+                        origin: format!(
+                            "{file}: {} {} container {}",
+                            doc["kind"].as_str().unwrap(),
+                            doc["metadata"]["name"].as_str().unwrap(),
+                            container["name"].as_str().unwrap()
+                        ),
+                        binary: binary.clone(),
+                        args: command[1..]
+                            .iter()
+                            .chain(strings(&container["args"]).iter())
+                            .map(|a| expand_k8s(a))
+                            .collect(),
+                        env,
+                        configs: config_maps.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `C` layered as the services load it: defaults < TOML < `LARDER_*` variables
+/// (`__` between levels). Unlike a running service, every `LARDER_*` variable must name
+/// a field, so a misspelt one fails here instead of being ignored.
+fn layered<C>(toml: Option<&str>, env: &[(String, String)]) -> Result<C, String>
+where
+    C: serde::de::DeserializeOwned + serde::Serialize + Default,
+{
+    use figment::providers::{Format, Serialized, Toml};
+    let mut figment = figment::Figment::from(Serialized::defaults(C::default()));
+    if let Some(toml) = toml {
+        figment = figment.merge(Toml::string(toml));
+    }
+    for (name, value) in env {
+        let key = name
+            .strip_prefix("LARDER_")
+            .ok_or_else(|| format!("{name} is not a LARDER_ variable"))?
+            .to_lowercase()
+            .replace("__", ".");
+        let value: figment::value::Value = value.parse().expect("infallible");
+        figment = figment.merge(Serialized::defaults(figment::util::nest(&key, value)));
+    }
+    figment.extract::<C>().map_err(|e| e.to_string().replace('\n', "; "))
+}
+
+/// The value of `--flag VALUE` or `--flag=VALUE`, every occurrence.
+fn flag_values(args: &[String], flag: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == flag {
+            out.extend(args.get(i + 1).cloned());
+            i += 1;
+        } else if let Some(v) = args[i].strip_prefix(&format!("{flag}=")) {
+            out.push(v.to_owned());
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Loads what `launch` would run with (config file, environment, the flags that set
+/// configuration) into the binary's typed configuration, and validates it.
+fn check_launch(launch: &Launch) -> Result<(), String> {
+    use larder_service::config::Validate;
+    let toml = match flag_values(&launch.args, "--config").first() {
+        Some(path) => {
+            let name = path.rsplit('/').next().unwrap();
+            Some(
+                launch
+                    .configs
+                    .get(name)
+                    .ok_or_else(|| format!("--config {path}: no such file is shipped"))?
+                    .as_str(),
+            )
+        }
+        None => None,
+    };
+    let env: Vec<(String, String)> = launch
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("LARDER_"))
+        .cloned()
+        .collect();
+    let last = |flag: &str| flag_values(&launch.args, flag).pop();
+    match launch.binary.as_str() {
+        "larder-gateway" => {
+            let mut c: larder_gateway::Config = layered(toml, &env)?;
+            c.listen = last("--listen").unwrap_or(c.listen);
+            c.id = last("--id").unwrap_or(c.id);
+            c.zookeeper.connect = last("--zookeeper").unwrap_or(c.zookeeper.connect);
+            c.zookeeper.root = last("--root").unwrap_or(c.zookeeper.root);
+            c.validate()
+        }
+        "larder-control-plane" => {
+            let mut c: larder_control_plane::Config = layered(toml, &env)?;
+            c.listen = last("--listen").unwrap_or(c.listen);
+            c.key_dir = last("--key-dir").map_or(c.key_dir, PathBuf::from);
+            c.zookeeper.connect = last("--zookeeper").unwrap_or(c.zookeeper.connect);
+            c.zookeeper.root = last("--root").unwrap_or(c.zookeeper.root);
+            c.validate()
+        }
+        "larder-agent" => {
+            let mut c: larder_agent::Config = layered(toml, &env)?;
+            c.listen = last("--listen").unwrap_or(c.listen);
+            c.zookeeper.connect = last("--zookeeper").unwrap_or(c.zookeeper.connect);
+            c.zookeeper.root = last("--root").unwrap_or(c.zookeeper.root);
+            let instances = flag_values(&launch.args, "--instance");
+            if !instances.is_empty() {
+                c.instances = instances
+                    .iter()
+                    .map(|i| i.parse())
+                    .collect::<Result<_, String>>()?;
+            }
+            c.validate()
+        }
+        other => Err(format!("unknown binary {other}")),
+    }
+}
+
+/// The `--flags` a binary's `--help` lists.
+fn accepted_flags(binary: &str) -> BTreeSet<String> {
+    let out = Command::new(platform::binary(binary))
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "{binary} --help failed");
+    String::from_utf8_lossy(&out.stdout)
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[' || c == ']')
+        .filter(|w| w.starts_with("--"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_config_check_refuses_misspelt_keys() {
+    let gateway = |toml: Option<&str>, env: &[(&str, &str)]| {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        layered::<larder_gateway::Config>(toml, &env)
+    };
+    assert!(gateway(Some("listen = \"0.0.0.0:1\""), &[("LARDER_LOG__FORMAT", "json")]).is_ok());
+    for (toml, env) in [
+        (Some("listn = \"0.0.0.0:1\""), vec![]),
+        (Some("[zookeeper]\nconect = \"zk:2181\""), vec![]),
+        (None, vec![("LARDER_LISTN", "0.0.0.0:1")]),
+        (None, vec![("LARDER_ZOOKEEPER__CONECT", "zk:2181")]),
+        (None, vec![("LARDER_LOG__FORMAT", "xml")]),
+        (None, vec![("LARDER_REQUEST_TIMEOUT_MS", "soon")]),
+    ] {
+        assert!(gateway(toml, &env).is_err(), "{toml:?} {env:?} accepted");
+    }
+    let launch = Launch {
+        origin: "test".into(),
+        binary: "larder-agent".into(),
+        args: vec!["--instance".into(), "main=no port".into()],
+        env: vec![],
+        configs: BTreeMap::new(),
+    };
+    assert!(check_launch(&launch).unwrap_err().contains("instances[0]"));
+}
+
+#[test]
+fn deploy_files_parse_and_set_only_real_configuration() {
+    let mut problems = Vec::new();
+
+    // Every YAML and JSON file parses; every TOML file is a service's configuration.
+    let files = files_under("deploy");
+    for file in &files {
+        if file.ends_with(".yml") || file.ends_with(".yaml") {
+            assert!(!yaml_documents(file).is_empty(), "{file} is empty");
+        } else if file.ends_with(".json") {
+            serde_json::from_str::<Value>(&read(file))
+                .unwrap_or_else(|e| panic!("{file} is not valid JSON: {e}"));
+        }
+    }
+    let mut tomls: Vec<(String, String)> = files
+        .iter()
+        .filter(|f| f.ends_with(".toml"))
+        .map(|f| (f.clone(), read(f)))
+        .collect();
+    for file in files.iter().filter(|f| f.starts_with("deploy/k8s/")) {
+        for doc in yaml_documents(file) {
+            if doc["kind"] == "ConfigMap" {
+                for (key, value) in doc["data"].as_object().into_iter().flatten() {
+                    if key.ends_with(".toml") {
+                        tomls.push((format!("{file}: {key}"), value.as_str().unwrap().to_owned()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(tomls.len() >= 6, "{tomls:?}");
+    for (origin, text) in &tomls {
+        let result = match origin.rsplit(['/', ' ']).next().unwrap() {
+            "gateway.toml" => layered::<larder_gateway::Config>(Some(text), &[]).map(drop),
+            "control-plane.toml" => layered::<larder_control_plane::Config>(Some(text), &[]).map(drop),
+            "agent.toml" => layered::<larder_agent::Config>(Some(text), &[]).map(drop),
+            other => Err(format!("{other} is no service's configuration file")),
+        };
+        if let Err(e) = result {
+            problems.push(format!("{origin}: {e}"));
+        }
+    }
+
+    // Every service a deploy file starts: flags the binary accepts, config keys and
+    // LARDER_* variables of its typed configuration, a configuration that validates.
+    let launches = launches();
+    let mut help = BTreeMap::new();
+    for launch in &launches {
+        let flags = help
+            .entry(launch.binary.clone())
+            .or_insert_with(|| accepted_flags(&launch.binary));
+        for arg in launch.args.iter().filter(|a| a.starts_with("--")) {
+            let flag = arg.split('=').next().unwrap();
+            if !flags.contains(flag) {
+                problems.push(format!("{}: {} has no flag {flag}", launch.origin, launch.binary));
+            }
+        }
+        if let Err(e) = check_launch(launch) {
+            problems.push(format!("{}: {e}", launch.origin));
+        }
+    }
+    for needed in [
+        "deploy/systemd/larder-gateway.service",
+        "deploy/systemd/larder-control-plane.service",
+        "deploy/systemd/larder-agent.service",
+        "compose.yaml: service gateway",
+        "compose.yaml: service control-plane",
+        "compose.yaml: service agent",
+        "Deployment larder-gateway container gateway",
+        "Deployment larder-control-plane container control-plane",
+        "StatefulSet redis-main container agent",
+    ] {
+        if !launches.iter().any(|l| l.origin.contains(needed)) {
+            problems.push(format!("nothing starts {needed}"));
+        }
+    }
+    assert!(problems.is_empty(), "\n  {}", problems.join("\n  "));
+}
+
+#[test]
+fn kubernetes_manifests_have_probes_budgets_replicas_and_sidecars() {
+    let docs: Vec<Value> = files_under("deploy/k8s")
+        .iter()
+        .filter(|f| f.ends_with(".yaml"))
+        .flat_map(|f| yaml_documents(f))
+        .collect();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in deploy/k8s"))
+    };
+    let gateway = find("Deployment", "larder-gateway");
+    let container = &gateway["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let pod_labels = &gateway["spec"]["template"]["metadata"]["labels"];
+    for kind in ["PodDisruptionBudget", "Service"] {
+        let selector = &find(kind, "larder-gateway")["spec"]["selector"];
+        let selector = selector.get("matchLabels").unwrap_or(selector);
+        for (k, v) in selector.as_object().unwrap() {
+            assert_eq!(&pod_labels[k], v, "the gateway {kind} selects its pods");
+        }
+    }
+
+    let cp = find("Deployment", "larder-control-plane");
+    assert_eq!(cp["spec"]["replicas"], 2);
+    let pod = &cp["spec"]["template"]["spec"];
+    let secret = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v.get("secret").is_some())
+        .expect("the signing keys come from a Secret");
+    assert_eq!(secret["secret"]["secretName"], "larder-signing-keys");
+    let config = find("ConfigMap", "larder-control-plane")["data"]["control-plane.toml"]
+        .as_str()
+        .unwrap();
+    let key_dir = layered::<larder_control_plane::Config>(Some(config), &[])
+        .unwrap()
+        .key_dir;
+    let mounts = pod["containers"][0]["volumeMounts"].to_string();
+    assert!(
+        mounts.contains(&format!("\"mountPath\":\"{}\"", key_dir.display())),
+        "the key_dir is mounted: {mounts}"
+    );
+    assert!(
+        pod["initContainers"][0]["command"].to_string().contains("-m 0600"),
+        "keys are installed with mode 0600"
+    );
+
+    let redis = find("StatefulSet", "redis-main");
+    let containers = redis["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    assert!(containers.iter().any(|c| c["image"].as_str().unwrap().starts_with("redis")));
+    assert!(
+        containers.iter().any(|c| c["command"][0] == "larder-agent"),
+        "an agent sidecar next to each Redis"
+    );
 }

@@ -1108,7 +1108,6 @@ async fn zookeeper_down_past_the_session_timeout_recovers_with_a_new_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "registry bug: a write that timed out while disconnected is sent after the reconnect"]
 async fn a_write_reported_unavailable_is_not_applied_later() {
     let mut zk = ZooKeeper::start().await;
     // Long enough for the session to survive the restart: the point is a resumed session.

@@ -199,7 +199,7 @@ pub async fn issue(
             let same = earlier.subject == record.subject
                 && earlier.permissions == record.permissions
                 && earlier.namespaces == record.namespaces
-                && earlier.expires_at - earlier.issued_at == ttl;
+                && earlier.expires_at.saturating_sub(earlier.issued_at) == ttl;
             if !same {
                 return Err(ApiError::Conflict(
                     "this Idempotency-Key was used with a different request".into(),
