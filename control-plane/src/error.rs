@@ -57,17 +57,15 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotFound { .. } => ApiError::NotFound(e.to_string()),
             RegistryError::InvalidName { .. } => ApiError::BadRequest(e.to_string()),
             RegistryError::Unavailable(_) => ApiError::Unavailable(e.to_string()),
-            RegistryError::Indeterminate { .. } => ApiError::Unavailable(format!(
-                "{e}; read the resource back before retrying"
-            )),
+            RegistryError::Indeterminate { .. } => {
+                ApiError::Unavailable(format!("{e}; read the resource back before retrying"))
+            }
             RegistryError::Fenced => {
                 ApiError::Unavailable("this instance lost leadership; retry".into())
             }
             RegistryError::Invalid { .. }
             | RegistryError::ZooKeeper { .. }
-            | RegistryError::Config(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            | RegistryError::Config(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

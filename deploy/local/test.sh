@@ -20,8 +20,9 @@ say "== promtool: Prometheus configuration, alert rules, alert unit tests"
 promtool check config deploy/prometheus/prometheus.yml
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
+say "== build (the integration tests run the binaries)"
+cargo build --quiet --workspace --bins
 say "== systemd-analyze verify deploy/systemd"
-cargo build --quiet --bins
 if command -v systemd-analyze >/dev/null; then
     # The units name the installed paths; verify them against the built binaries.
     units=$(mktemp -d)

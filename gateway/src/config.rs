@@ -81,9 +81,12 @@ impl Validate for Config {
             return Err("connect_timeout_ms must be between 10 and 60000".into());
         }
         if self.near_cache_max_bytes == 0 || self.near_cache_max_entries == 0 {
-            return Err("near_cache_max_bytes and near_cache_max_entries must be above zero".into());
+            return Err(
+                "near_cache_max_bytes and near_cache_max_entries must be above zero".into(),
+            );
         }
-        if !(self.hot_key_min_rate > 0.0) {
+        // Written so that NaN is refused too.
+        if self.hot_key_min_rate.is_nan() || self.hot_key_min_rate <= 0.0 {
             return Err("hot_key_min_rate must be above zero".into());
         }
         if self.token_cache_entries == 0 {

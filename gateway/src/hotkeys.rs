@@ -89,17 +89,24 @@ impl HotKeys {
     }
 
     fn windows(&self, ns: &str, now: Instant) -> Arc<Mutex<Windows>> {
-        if let Some(w) = self.namespaces.read().unwrap_or_else(|p| p.into_inner()).get(ns) {
+        if let Some(w) = self
+            .namespaces
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ns)
+        {
             return w.clone();
         }
         let mut map = self.namespaces.write().unwrap_or_else(|p| p.into_inner());
         map.entry(Arc::from(ns))
-            .or_insert_with(|| Arc::new(Mutex::new(Windows {
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Windows {
                     started: now,
                     current: Summary::default(),
                     previous: Summary::default(),
                     has_previous: false,
-                })))
+                }))
+            })
             .clone()
     }
 
@@ -124,7 +131,8 @@ impl HotKeys {
         let w = self.windows(ns, now);
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
         w.rotate(now);
-        let count = w.current.counts.get(key).copied().unwrap_or(0) + w.previous.counts.get(key).copied().unwrap_or(0);
+        let count = w.current.counts.get(key).copied().unwrap_or(0)
+            + w.previous.counts.get(key).copied().unwrap_or(0);
         count as f64 / span(&w, now)
     }
 
@@ -144,7 +152,10 @@ impl HotKeys {
         let secs = span(&w, now);
         let mut keys: Vec<HotKey> = merged
             .into_iter()
-            .map(|(k, c)| HotKey { key: crate::routes::list::ListedKey::new(k), rate: c as f64 / secs })
+            .map(|(k, c)| HotKey {
+                key: crate::routes::list::ListedKey::new(k),
+                rate: c as f64 / secs,
+            })
             .collect();
         keys.sort_by(|a, b| b.rate.total_cmp(&a.rate));
         keys.truncate(limit);
@@ -156,8 +167,14 @@ impl HotKeys {
 /// is one (at least one second, so a burst in the first instant is not read as an
 /// enormous rate).
 fn span(w: &Windows, now: Instant) -> f64 {
-    let previous = if w.has_previous { WINDOW } else { Duration::ZERO };
-    (previous + now.saturating_duration_since(w.started)).as_secs_f64().max(1.0)
+    let previous = if w.has_previous {
+        WINDOW
+    } else {
+        Duration::ZERO
+    };
+    (previous + now.saturating_duration_since(w.started))
+        .as_secs_f64()
+        .max(1.0)
 }
 
 #[cfg(test)]
@@ -181,7 +198,10 @@ mod tests {
         assert_eq!(top[0].key.key.as_deref(), Some("hot-a"));
         assert_eq!(top[1].key.key.as_deref(), Some("hot-b"));
         assert!(h.rate_at("ns", b"hot-a", t0) > h.rate_at("ns", b"hot-b", t0));
-        assert!(h.top_at("other", 5, t0).is_empty(), "namespaces are separate");
+        assert!(
+            h.top_at("other", 5, t0).is_empty(),
+            "namespaces are separate"
+        );
     }
 
     #[test]
@@ -193,7 +213,11 @@ mod tests {
         }
         let r1 = h.rate_at("ns", b"k", t0 + WINDOW + Duration::from_millis(10));
         assert!(r1 > 0.0, "still counted in the previous window");
-        assert_eq!(h.rate_at("ns", b"k", t0 + WINDOW * 3), 0.0, "forgotten after two windows");
+        assert_eq!(
+            h.rate_at("ns", b"k", t0 + WINDOW * 3),
+            0.0,
+            "forgotten after two windows"
+        );
     }
 
     #[test]

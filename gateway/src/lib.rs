@@ -88,10 +88,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { error::ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            ratelimit::enforce,
-        ))
+        .layer(axum::middleware::from_fn(ratelimit::headers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
@@ -184,7 +181,10 @@ pub async fn run(
         verifier: Arc::new(auth::Verifier::new(config.token_cache_entries)),
         streams: streams.clone(),
         limiter: Arc::new(ratelimit::RateLimiter::new()),
-        near: Arc::new(nearcache::NearCache::new(config.near_cache_max_bytes, config.near_cache_max_entries)),
+        near: Arc::new(nearcache::NearCache::new(
+            config.near_cache_max_bytes,
+            config.near_cache_max_entries,
+        )),
         hot: Arc::new(hotkeys::HotKeys::new()),
         metrics,
         readiness: Arc::default(),

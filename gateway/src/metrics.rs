@@ -208,7 +208,8 @@ impl Metrics {
         }
         for cluster in snapshot.clusters.keys() {
             for kind in REDIS_ERROR_KINDS {
-                self.redis_errors.with_label_values(&[cluster.as_str(), kind]);
+                self.redis_errors
+                    .with_label_values(&[cluster.as_str(), kind]);
             }
         }
     }
@@ -296,4 +297,68 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         m.errors.with_label_values(&[source.as_str()]).inc();
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::backend::Backends;
+
+    #[test]
+    fn redis_failures_are_counted_by_deployment_and_kind() {
+        let metrics = Metrics::new();
+        let backends = Backends::new(Duration::from_secs(1), Duration::from_secs(1))
+            .with_error_counter(metrics.redis_errors.clone());
+        let timeout = ApiError::BackendTimeout {
+            cluster: "main".into(),
+            ms: 1000,
+        };
+        backends.record_error("main", &timeout);
+        backends.record_error("main", &timeout);
+        backends.record_error(
+            "main",
+            &ApiError::BackendUnavailable {
+                cluster: "main".into(),
+                detail: "refused".into(),
+            },
+        );
+        // Not Redis's failures: not counted.
+        backends.record_error("main", &ApiError::KeyNotFound);
+        backends.record_error("main", &ApiError::BadRequest("x".into()));
+        let text = metrics.render();
+        for line in [
+            "larder_gateway_redis_errors_total{cluster=\"main\",kind=\"timeout\"} 2",
+            "larder_gateway_redis_errors_total{cluster=\"main\",kind=\"unavailable\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("kind=\"error\""), "{text}");
+    }
+
+    #[test]
+    fn registry_gauges_follow_the_session() {
+        let metrics = Metrics::new();
+        let status = SessionStatus {
+            connected: false,
+            last_confirmed: Instant::now() - Duration::from_secs(3),
+            sessions: 1,
+            resyncs: 1,
+        };
+        metrics.refresh(&Snapshot::default(), status);
+        assert_eq!(metrics.zookeeper_connected.get(), 0);
+        assert!(metrics.staleness.get() >= 3.0);
+        let text = metrics.render();
+        for source in SOURCES {
+            let line = format!(
+                "larder_gateway_errors_total{{source=\"{}\"}} 0",
+                source.as_str()
+            );
+            assert!(
+                text.contains(&line),
+                "{line} exists from the start:\n{text}"
+            );
+        }
+    }
 }

@@ -30,7 +30,12 @@ struct Entry {
 struct Expiry;
 
 impl moka::Expiry<(Arc<str>, Bytes), Arc<Entry>> for Expiry {
-    fn expire_after_create(&self, _: &(Arc<str>, Bytes), entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &(Arc<str>, Bytes),
+        entry: &Arc<Entry>,
+        _: Instant,
+    ) -> Option<Duration> {
         Some(entry.ttl)
     }
 }
@@ -56,11 +61,19 @@ impl NearCache {
             })
             .expire_after(Expiry)
             .build();
-        Self { cache, generations: RwLock::new(HashMap::new()) }
+        Self {
+            cache,
+            generations: RwLock::new(HashMap::new()),
+        }
     }
 
     fn generation(&self, ns: &str) -> Arc<AtomicU64> {
-        if let Some(g) = self.generations.read().unwrap_or_else(|p| p.into_inner()).get(ns) {
+        if let Some(g) = self
+            .generations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ns)
+        {
             return g.clone();
         }
         let mut map = self.generations.write().unwrap_or_else(|p| p.into_inner());
@@ -69,7 +82,9 @@ impl NearCache {
 
     /// A cached value of `key`, if one is held (entries expire at their bound).
     pub fn get(&self, ns: &str, key: &[u8]) -> Option<Bytes> {
-        self.cache.get(&(Arc::from(ns), Bytes::copy_from_slice(key))).map(|e| e.raw.clone())
+        self.cache
+            .get(&(Arc::from(ns), Bytes::copy_from_slice(key)))
+            .map(|e| e.raw.clone())
     }
 
     /// Call before reading from Redis; pass the ticket to [`NearCache::fill`].
@@ -84,10 +99,14 @@ impl NearCache {
         if generation.load(Ordering::Acquire) != ticket.0 || ttl.is_zero() {
             return;
         }
-        self.cache.insert((Arc::from(ns), Bytes::copy_from_slice(key)), Arc::new(Entry { raw, ttl }));
+        self.cache.insert(
+            (Arc::from(ns), Bytes::copy_from_slice(key)),
+            Arc::new(Entry { raw, ttl }),
+        );
         // A write may have landed between the check and the insert: undo then.
         if generation.load(Ordering::Acquire) != ticket.0 {
-            self.cache.invalidate(&(Arc::from(ns), Bytes::copy_from_slice(key)));
+            self.cache
+                .invalidate(&(Arc::from(ns), Bytes::copy_from_slice(key)));
         }
     }
 
@@ -95,7 +114,8 @@ impl NearCache {
     /// flight from filling it with what they fetched before.
     pub fn invalidate(&self, ns: &str, key: &[u8]) {
         self.generation(ns).fetch_add(1, Ordering::AcqRel);
-        self.cache.invalidate(&(Arc::from(ns), Bytes::copy_from_slice(key)));
+        self.cache
+            .invalidate(&(Arc::from(ns), Bytes::copy_from_slice(key)));
     }
 
     /// Entries held (approximate; for metrics).
@@ -116,7 +136,13 @@ mod tests {
     fn serves_until_the_bound_then_expires() {
         let c = NearCache::new(1 << 20, 1000);
         let t = c.ticket("ns");
-        c.fill(t, "ns", b"k", Bytes::from_static(b"v"), Duration::from_millis(50));
+        c.fill(
+            t,
+            "ns",
+            b"k",
+            Bytes::from_static(b"v"),
+            Duration::from_millis(50),
+        );
         assert_eq!(c.get("ns", b"k"), Some(Bytes::from_static(b"v")));
         assert_eq!(c.get("other", b"k"), None);
         std::thread::sleep(Duration::from_millis(80));
@@ -128,10 +154,26 @@ mod tests {
         let c = NearCache::new(1 << 20, 1000);
         let read_started = c.ticket("ns");
         c.invalidate("ns", b"k"); // a write completes while the read is in flight
-        c.fill(read_started, "ns", b"k", Bytes::from_static(b"old"), Duration::from_secs(5));
-        assert_eq!(c.get("ns", b"k"), None, "the read's old value must not be cached");
+        c.fill(
+            read_started,
+            "ns",
+            b"k",
+            Bytes::from_static(b"old"),
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            c.get("ns", b"k"),
+            None,
+            "the read's old value must not be cached"
+        );
         let t = c.ticket("ns");
-        c.fill(t, "ns", b"k", Bytes::from_static(b"new"), Duration::from_secs(5));
+        c.fill(
+            t,
+            "ns",
+            b"k",
+            Bytes::from_static(b"new"),
+            Duration::from_secs(5),
+        );
         assert_eq!(c.get("ns", b"k"), Some(Bytes::from_static(b"new")));
         c.invalidate("ns", b"k");
         assert_eq!(c.get("ns", b"k"), None);
@@ -142,7 +184,13 @@ mod tests {
         let c = NearCache::new(10_000, 10);
         for i in 0..100u32 {
             let t = c.ticket("ns");
-            c.fill(t, "ns", &i.to_be_bytes(), Bytes::from_static(b"v"), Duration::from_secs(5));
+            c.fill(
+                t,
+                "ns",
+                &i.to_be_bytes(),
+                Bytes::from_static(b"v"),
+                Duration::from_secs(5),
+            );
         }
         c.cache.run_pending_tasks();
         assert!(c.len() <= 10, "{} entries", c.len());

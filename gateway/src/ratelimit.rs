@@ -6,20 +6,19 @@
 //! joins or leaves, the others adjust within the propagation bound. Enforcement is a
 //! token bucket per namespace: no coordination on the request path.
 //!
-//! Only authenticated callers of the namespace are charged, so requests with a bad token
-//! cannot use up a tenant's budget.
+//! Only authenticated callers of the namespace are charged (in the authorisation step,
+//! once per request), so requests with a bad token cannot use up a tenant's budget.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use std::cell::Cell;
+
+use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use crate::error::ApiError;
-use crate::state::AppState;
+use axum::response::Response;
 
 #[derive(Debug)]
 struct Bucket {
@@ -121,52 +120,38 @@ impl RateLimiter {
     }
 }
 
-fn namespace_of(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/namespaces/")?.split('/').next()
+tokio::task_local! {
+    /// The rate-limit decision of the request being served, for its response headers.
+    static DECISION: Cell<Option<Decision>>;
 }
 
-fn headers(response: &mut Response, d: &Decision) {
+/// Records the decision of the current request (called from the authorisation step,
+/// which runs inside [`headers`]' scope on the same task).
+pub fn report(decision: Decision) {
+    let _ = DECISION.try_with(|d| d.set(Some(decision)));
+}
+
+fn set_headers(response: &mut Response, d: &Decision) {
     let h = response.headers_mut();
     h.insert("ratelimit-limit", HeaderValue::from(d.limit));
     h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
     h.insert("ratelimit-reset", HeaderValue::from(d.reset_s));
 }
 
-/// Middleware: charges authenticated namespace operations; 429 with `Retry-After` and
-/// `RateLimit-*` headers when over the limit.
-pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(ns) = namespace_of(request.uri().path()) else {
-        return next.run(request).await;
-    };
-    let snapshot = state.snapshot.load();
-    let Some(namespace) = snapshot.namespace(ns) else {
-        return next.run(request).await;
-    };
-    match state.verifier.verify(&snapshot, request.headers()) {
-        Ok(v) if v.claims.ns.iter().any(|n| n == ns) => {}
-        _ => return next.run(request).await,
-    }
-    let limits = &namespace.value.limits;
-    let decision = state.limiter.check(
-        ns,
-        limits.ops_per_sec,
-        limits.burst,
-        snapshot.gateways.len(),
-    );
-    if !decision.allowed {
-        state.metrics.rate_limited.with_label_values(&[ns]).inc();
-        let mut response = ApiError::RateLimited {
-            namespace: ns.to_owned(),
-            limit: limits.ops_per_sec,
-            retry_after_s: decision.retry_after_s,
-        }
-        .into_response();
-        headers(&mut response, &decision);
-        return response;
-    }
-    let mut response = next.run(request).await;
-    headers(&mut response, &decision);
-    response
+/// Middleware: adds `RateLimit-*` headers to every response of a request that was
+/// charged to a namespace (the charge itself happens once per request, in the
+/// authorisation step, after the token is verified, so callers without a valid token
+/// cannot use up a tenant's budget).
+pub async fn headers(request: Request, next: Next) -> Response {
+    DECISION
+        .scope(Cell::new(None), async move {
+            let mut response = next.run(request).await;
+            if let Some(d) = DECISION.with(Cell::get) {
+                set_headers(&mut response, &d);
+            }
+            response
+        })
+        .await
 }
 
 #[cfg(test)]

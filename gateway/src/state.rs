@@ -45,9 +45,23 @@ impl AppState {
         namespace: &str,
         permission: Permission,
     ) -> Result<Access, ApiError> {
+        self.authorize_all(headers, namespace, &[permission])
+    }
+
+    /// Like [`AppState::authorize`] for an operation that needs several permissions (a
+    /// batch of reads and writes). The request is charged to the namespace's rate limit
+    /// once, here, after the token and namespace checks.
+    pub fn authorize_all(
+        &self,
+        headers: &HeaderMap,
+        namespace: &str,
+        permissions: &[Permission],
+    ) -> Result<Access, ApiError> {
         let snapshot = self.snapshot.load();
         let verified = self.verifier.verify(&snapshot, headers)?;
-        auth::require(&verified.claims, namespace, permission).map_err(ApiError::Forbidden)?;
+        for permission in permissions {
+            auth::require(&verified.claims, namespace, *permission).map_err(ApiError::Forbidden)?;
+        }
         let ns = snapshot
             .namespace(namespace)
             .cloned()
@@ -74,6 +88,25 @@ impl AppState {
                 cluster: ns.value.cluster.clone(),
                 detail: "the namespace's deployment is not registered".into(),
             })?;
+        let limits = &ns.value.limits;
+        let decision = self.limiter.check(
+            namespace,
+            limits.ops_per_sec,
+            limits.burst,
+            snapshot.gateways.len(),
+        );
+        crate::ratelimit::report(decision);
+        if !decision.allowed {
+            self.metrics
+                .rate_limited
+                .with_label_values(&[namespace])
+                .inc();
+            return Err(ApiError::RateLimited {
+                namespace: namespace.to_owned(),
+                limit: limits.ops_per_sec,
+                retry_after_s: decision.retry_after_s,
+            });
+        }
         Ok(Access {
             namespace: ns,
             cluster,

@@ -242,21 +242,26 @@ impl Registry {
 
     /// The id of the current ZooKeeper session (changes after an expiry).
     pub fn session_id(&self) -> i64 {
-        self.inner.client.load().as_ref().map(|c| c.session_id().0).unwrap_or_default()
+        self.inner
+            .client
+            .load()
+            .as_ref()
+            .map(|c| c.session_id().0)
+            .unwrap_or_default()
     }
 
     pub(crate) fn client(&self) -> Result<Arc<zk::Client>> {
-        let client = self
-            .inner
-            .client
-            .load_full()
-            .ok_or_else(|| RegistryError::Unavailable("no ZooKeeper session (a new one is being opened)".into()))?;
+        let client = self.inner.client.load_full().ok_or_else(|| {
+            RegistryError::Unavailable("no ZooKeeper session (a new one is being opened)".into())
+        })?;
         // A request made while disconnected would wait inside the client and be sent after
         // the reconnect, long after its caller gave up (and was told to retry). Refuse it
         // here instead, before anything is queued.
         match client.state() {
             zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => Ok(client),
-            state => Err(RegistryError::Unavailable(format!("ZooKeeper session is {state:?}"))),
+            state => Err(RegistryError::Unavailable(format!(
+                "ZooKeeper session is {state:?}"
+            ))),
         }
     }
 
@@ -267,9 +272,13 @@ impl Registry {
         fut: impl Future<Output = Result<T, zk::Error>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.inner.config.request_timeout(), fut).await {
-            Ok(Err(zk::Error::ConnectionLoss)) => Err(RegistryError::Indeterminate { path: path.to_owned() }),
+            Ok(Err(zk::Error::ConnectionLoss)) => Err(RegistryError::Indeterminate {
+                path: path.to_owned(),
+            }),
             Ok(result) => result.map_err(|e| RegistryError::from_zk(path, e)),
-            Err(_) => Err(RegistryError::Indeterminate { path: path.to_owned() }),
+            Err(_) => Err(RegistryError::Indeterminate {
+                path: path.to_owned(),
+            }),
         }
     }
 
@@ -604,7 +613,9 @@ impl Registry {
         loop {
             let outcome = {
                 // Held only for this session, so that ending it drops the last handle.
-                let Some(client) = self.inner.client.load_full() else { return };
+                let Some(client) = self.inner.client.load_full() else {
+                    return;
+                };
                 self.serve_session(&client, fresh_session, &cancel).await
             };
             match outcome {

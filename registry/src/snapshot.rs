@@ -160,19 +160,28 @@ impl Snapshot {
                         invalid.remove(path);
                         self.nodes.remove(&key).is_some() || was_invalid
                     }
-                    Some((bytes, version, zxid)) => match codec::decode::<NodeHealth>(path, bytes) {
-                        Ok(value) => {
-                            invalid.remove(path);
-                            self.nodes.insert(key, Arc::new(Versioned { value, version, modified_zxid: zxid }));
-                            true
+                    Some((bytes, version, zxid)) => {
+                        match codec::decode::<NodeHealth>(path, bytes) {
+                            Ok(value) => {
+                                invalid.remove(path);
+                                self.nodes.insert(
+                                    key,
+                                    Arc::new(Versioned {
+                                        value,
+                                        version,
+                                        modified_zxid: zxid,
+                                    }),
+                                );
+                                true
+                            }
+                            Err(e) => {
+                                tracing::warn!(%path, error = %e, "ignoring invalid node health report");
+                                invalid.insert(path.to_owned(), e.to_string());
+                                self.nodes.remove(&key);
+                                true
+                            }
                         }
-                        Err(e) => {
-                            tracing::warn!(%path, error = %e, "ignoring invalid node health report");
-                            invalid.insert(path.to_owned(), e.to_string());
-                            self.nodes.remove(&key);
-                            true
-                        }
-                    },
+                    }
                 }
             }
             Entry::Namespace(n) => put(&mut self.namespaces, invalid, n, path, data),

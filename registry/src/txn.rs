@@ -87,7 +87,8 @@ impl Registry {
     }
 
     /// Commits `ops` atomically. A failed step is reported as the typed error of that
-    /// step's path ([`RegistryError::Conflict`], [`RegistryError::AlreadyExists`], ...).
+    /// step's path ([`RegistryError::Conflict`], [`RegistryError::AlreadyExists`], ...);
+    /// a transaction that got no answer is [`RegistryError::Indeterminate`].
     pub async fn transact(&self, ops: &[Op]) -> Result<Vec<OpResult>> {
         self.commit(None, ops).await
     }
@@ -146,12 +147,12 @@ impl Registry {
         let options = zk::CreateMode::PersistentSequential.with_acls(acl());
         let create = client.create(prefix, &codec::encode(value), &options);
         let (_, seq) = match tokio::time::timeout(self.request_timeout(), create).await {
-            Ok(result) => result.map_err(|e| RegistryError::from_zk(prefix, e))?,
-            Err(_) => {
-                return Err(RegistryError::Unavailable(format!(
-                    "request on {prefix} timed out"
-                )));
+            Ok(Err(zk::Error::ConnectionLoss)) | Err(_) => {
+                return Err(RegistryError::Indeterminate {
+                    path: prefix.to_owned(),
+                });
             }
+            Ok(result) => result.map_err(|e| RegistryError::from_zk(prefix, e))?,
         };
         let last = prefix.rsplit('/').next().unwrap_or_default();
         Ok(format!("{last}{seq}"))
@@ -185,10 +186,14 @@ impl Registry {
         }
         let first_path = ops.first().map(Op::path).unwrap_or("/");
         let results = match tokio::time::timeout(self.request_timeout(), writer.commit()).await {
-            Err(_) => {
-                return Err(RegistryError::Unavailable(format!(
-                    "transaction on {first_path} timed out"
-                )));
+            // Sent, but no answer: it may or may not have been applied.
+            Err(_)
+            | Ok(Err(zk::MultiWriteError::RequestFailed {
+                source: zk::Error::ConnectionLoss,
+            })) => {
+                return Err(RegistryError::Indeterminate {
+                    path: first_path.to_owned(),
+                });
             }
             Ok(Ok(results)) => results,
             Ok(Err(zk::MultiWriteError::OperationFailed { index, source })) => {

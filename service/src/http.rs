@@ -194,8 +194,17 @@ mod tests {
             .unwrap_or_else(|| panic!("the handler's line is logged:\n{text}"));
         assert_eq!(handling["span"]["request_id"], "req-42", "{handling}");
         assert_eq!(handling["span"]["route"], "/v1/things/{id}", "{handling}");
-        assert!(!text.contains("secret-token-value"), "token logged:\n{text}");
-        assert!(text.contains("Sensitive"), "the header shows as sensitive:\n{text}");
-        assert!(!text.contains("private-key-name"), "raw path logged:\n{text}");
+        assert!(
+            !text.contains("secret-token-value"),
+            "token logged:\n{text}"
+        );
+        assert!(
+            text.contains("Sensitive"),
+            "the header shows as sensitive:\n{text}"
+        );
+        assert!(
+            !text.contains("private-key-name"),
+            "raw path logged:\n{text}"
+        );
     }
 }

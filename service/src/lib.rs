@@ -6,7 +6,8 @@
 //! - [`config`]: layered configuration (file < `LARDER_*` environment < command line) into
 //!   one typed struct per binary, validated at load.
 //! - [`problem`]: the RFC 9457 `application/problem+json` body every HTTP error uses.
-//! - [`http`]: serving a router on an already bound listener with graceful drain.
+//! - [`http`]: serving a router on an already bound listener with graceful drain, and the
+//!   layers every HTTP service shares (request ids, request spans, scrubbed headers).
 //!
 //! Services depend on this crate and on `larder-registry`, never on each other.
 

@@ -258,7 +258,8 @@ async fn a_paused_leader_is_fenced_and_a_killed_one_replaced() {
     .await;
     assert!(b.leads().await);
     println!(
-        "after resuming, cp-a had {} background writes fenced off and {} rounds failed",
+        "after resuming, cp-a had {} background writes fenced off by ZooKeeper and {} rounds \
+         refused before reaching it (its session was no longer usable); none committed",
         a.metric("larder_cp_fenced_writes_total").await,
         a.metric("larder_cp_background_errors_total").await
     );

@@ -32,37 +32,97 @@ async fn setup(near_cache: Value, gateways: usize) -> Setup {
     }
     let http = reqwest::Client::new();
     let admin = platform::admin_token(keys.path());
-    let post = |path: &str, body: Value| http.post(format!("{}{path}", cp.url)).bearer_auth(&admin).json(&body).send();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{}{path}", cp.url))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
     assert!(post("/v1/clusters", json!({"name": "main", "topology": "standalone", "endpoints": [redis.address()], "capacity_bytes": 1u64 << 30})).await.unwrap().status().is_success());
     let ns = json!({"name": "hot", "owner": "t", "cluster": "main", "near_cache": near_cache, "limits": {"ops_per_sec": 1000000, "burst": 1000000}});
     let r = post("/v1/namespaces", ns).await.unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    let token: Value = post("/v1/namespaces/hot/tokens", json!({"subject": "t", "permissions": ["read", "write"]})).await.unwrap().json().await.unwrap();
+    let token: Value = post(
+        "/v1/namespaces/hot/tokens",
+        json!({"subject": "t", "permissions": ["read", "write"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
     for gw in &gws {
-        eventually(Duration::from_secs(5), "gateway serves the namespace", || async {
-            http.get(format!("{}/v1/namespaces/hot/keys/x", gw.url)).bearer_auth(&token).send().await.unwrap().status() == StatusCode::NOT_FOUND
-        })
+        eventually(
+            Duration::from_secs(5),
+            "gateway serves the namespace",
+            || async {
+                http.get(format!("{}/v1/namespaces/hot/keys/x", gw.url))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    == StatusCode::NOT_FOUND
+            },
+        )
         .await;
     }
-    Setup { _zk: zk, _redis: redis, _cp: cp, gateways: gws, token, http }
+    Setup {
+        _zk: zk,
+        _redis: redis,
+        _cp: cp,
+        gateways: gws,
+        token,
+        http,
+    }
 }
 
 impl Setup {
     async fn put(&self, gw: usize, key: &str, value: &str) {
-        let r = self.http.put(format!("{}/v1/namespaces/hot/keys/{key}", self.gateways[gw].url)).bearer_auth(&self.token).body(value.to_owned()).send().await.unwrap();
+        let r = self
+            .http
+            .put(format!(
+                "{}/v1/namespaces/hot/keys/{key}",
+                self.gateways[gw].url
+            ))
+            .bearer_auth(&self.token)
+            .body(value.to_owned())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
     }
 
     async fn get(&self, gw: usize, key: &str) -> String {
-        let r = self.http.get(format!("{}/v1/namespaces/hot/keys/{key}", self.gateways[gw].url)).bearer_auth(&self.token).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!(
+                "{}/v1/namespaces/hot/keys/{key}",
+                self.gateways[gw].url
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         r.text().await.unwrap()
     }
 
     async fn metric(&self, gw: usize, name: &str) -> f64 {
-        let text = self.http.get(format!("{}/metrics", self.gateways[gw].url)).send().await.unwrap().text().await.unwrap();
-        text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.gateways[gw].url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 }
 
@@ -87,15 +147,25 @@ async fn writes_through_another_gateway_are_seen_within_the_bound() {
             if s.get(1, &key).await == "v2" {
                 break;
             }
-            assert!(written.elapsed() < Duration::from_millis(BOUND_MS * 3), "still stale after {:?}", written.elapsed());
+            assert!(
+                written.elapsed() < Duration::from_millis(BOUND_MS * 3),
+                "still stale after {:?}",
+                written.elapsed()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let seen = written.elapsed();
         worst = worst.max(seen);
-        assert!(seen <= Duration::from_millis(BOUND_MS + 100), "round {round}: stale for {seen:?}, bound {BOUND_MS} ms");
+        assert!(
+            seen <= Duration::from_millis(BOUND_MS + 100),
+            "round {round}: stale for {seen:?}, bound {BOUND_MS} ms"
+        );
     }
     println!("near cache: worst cross-gateway staleness {worst:?} with a bound of {BOUND_MS} ms");
-    assert!(s.metric(1, "larder_gateway_near_cache_hits_total").await >= 5.0, "reads were served from the near cache");
+    assert!(
+        s.metric(1, "larder_gateway_near_cache_hits_total").await >= 5.0,
+        "reads were served from the near cache"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +174,11 @@ async fn a_gateway_never_serves_its_own_writes_stale() {
     for i in 0..200 {
         let value = format!("v{i}");
         s.put(0, "k", &value).await;
-        assert_eq!(s.get(0, "k").await, value, "read after write through the same gateway");
+        assert_eq!(
+            s.get(0, "k").await,
+            value,
+            "read after write through the same gateway"
+        );
         assert_eq!(s.get(0, "k").await, value);
     }
 }
@@ -123,9 +197,26 @@ async fn hot_keys_are_found_and_cached_under_auto() {
             s.get(0, &format!("cold-{}", round / 20)).await;
         }
     }
-    let top: Value = s.http.get(format!("{}/v1/namespaces/hot/hotkeys?limit=3", s.gateways[0].url)).bearer_auth(&s.token).send().await.unwrap().json().await.unwrap();
+    let top: Value = s
+        .http
+        .get(format!(
+            "{}/v1/namespaces/hot/hotkeys?limit=3",
+            s.gateways[0].url
+        ))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(top["keys"][0]["key"], "celebrity", "{top}");
-    assert!(top["keys"][0]["rate"].as_f64().unwrap() > top["keys"][1]["rate"].as_f64().unwrap_or(0.0));
+    assert!(
+        top["keys"][0]["rate"].as_f64().unwrap() > top["keys"][1]["rate"].as_f64().unwrap_or(0.0)
+    );
     let served = s.metric(0, "larder_gateway_near_cache_hits_total").await - before;
-    assert!(served >= 100.0, "the hot key is served from the near cache: {served}");
+    assert!(
+        served >= 100.0,
+        "the hot key is served from the near cache: {served}"
+    );
 }

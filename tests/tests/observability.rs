@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use larder_tests::platform::{self, Service};
-use larder_tests::{Redis, ZooKeeper, eventually, unique_root};
+use larder_tests::{Redis, RedisCluster, ZooKeeper, eventually, unique_root};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -270,9 +270,11 @@ fn families(text: &str) -> BTreeMap<String, Family> {
             family.samples += 1;
             if line[end..].starts_with('{') {
                 let close = line.rfind('}').expect("closing brace");
-                family
-                    .labels
-                    .extend(label_names(&line[end + 1..close]).into_iter().filter(|l| l != "le"));
+                family.labels.extend(
+                    label_names(&line[end + 1..close])
+                        .into_iter()
+                        .filter(|l| l != "le"),
+                );
             }
         }
     }
@@ -330,7 +332,11 @@ fn reference() -> BTreeMap<String, Documented> {
             "{name} is listed twice in docs/metrics.md"
         );
     }
-    assert!(out.len() > 40, "docs/metrics.md lists {} metrics", out.len());
+    assert!(
+        out.len() > 40,
+        "docs/metrics.md lists {} metrics",
+        out.len()
+    );
     out
 }
 
@@ -434,7 +440,9 @@ async fn the_metrics_reference_lists_exactly_what_the_services_export() {
     // Labels stay bounded: a name the registry does not hold is `_other`.
     let gw = &scrapes["gateway"];
     assert!(
-        gw.contains("larder_gateway_requests_total{namespace=\"_other\",op=\"key.get\",status=\"403\"} 1"),
+        gw.contains(
+            "larder_gateway_requests_total{namespace=\"_other\",op=\"key.get\",status=\"403\"} 1"
+        ),
         "{gw}"
     );
     assert!(!gw.contains("not-registered"), "{gw}");
@@ -459,7 +467,12 @@ async fn every_service_returns_a_request_id() {
             .send()
             .await
             .unwrap();
-        assert_eq!(echoed.headers()["x-request-id"], "trace-me-42", "{}", service.url);
+        assert_eq!(
+            echoed.headers()["x-request-id"],
+            "trace-me-42",
+            "{}",
+            service.url
+        );
     }
     // Also on the data API's errors, where a tenant needs it most.
     let r = running
@@ -479,7 +492,12 @@ async fn readiness_reports_the_registry_revision_and_staleness() {
     for (service, fields) in [
         (
             &running.gw,
-            &["registry_revision", "applied_zxid", "staleness_ms", "zookeeper_connected"][..],
+            &[
+                "registry_revision",
+                "applied_zxid",
+                "staleness_ms",
+                "zookeeper_connected",
+            ][..],
         ),
         (
             &running.cp,
@@ -496,7 +514,11 @@ async fn readiness_reports_the_registry_revision_and_staleness() {
         assert_eq!(r.status(), StatusCode::OK, "{}", service.url);
         let body: Value = r.json().await.unwrap();
         for field in fields {
-            assert!(!body[field].is_null(), "{}/readyz lacks {field}: {body}", service.url);
+            assert!(
+                !body[field].is_null(),
+                "{}/readyz lacks {field}: {body}",
+                service.url
+            );
         }
         assert_eq!(body["zookeeper_connected"], true, "{body}");
         assert_eq!(body["staleness_ms"], 0, "{body}");
@@ -512,6 +534,7 @@ async fn the_gateway_is_ready_once_redis_answers_and_stays_ready_without_zookeep
     larder_tests::init_tracing();
     let mut zk = ZooKeeper::start().await;
     let mut redis = Redis::start().await;
+    let shards = RedisCluster::start(3).await;
     let root = unique_root();
     let keys = tempfile::tempdir().unwrap();
     let cp = platform::control_plane(&zk, &root, keys.path()).await;
@@ -524,8 +547,17 @@ async fn the_gateway_is_ready_once_redis_answers_and_stays_ready_without_zookeep
                    "capacity_bytes": 1u64 << 30}),
         ),
         (
+            "/v1/clusters",
+            json!({"name": "shards", "topology": "cluster", "endpoints": shards.addresses(),
+                   "capacity_bytes": 1u64 << 30}),
+        ),
+        (
             "/v1/namespaces",
             json!({"name": "shop", "owner": "team-shop", "cluster": "main"}),
+        ),
+        (
+            "/v1/namespaces",
+            json!({"name": "feed", "owner": "team-feed", "cluster": "shards"}),
         ),
     ] {
         let r = http
@@ -539,7 +571,8 @@ async fn the_gateway_is_ready_once_redis_answers_and_stays_ready_without_zookeep
     }
     drop(cp);
 
-    // Redis is down when the gateway starts: it reads the registry, but stays unready.
+    // One deployment is down when the gateway starts: it reads the registry, but stays
+    // unready, waiting for that one (the Redis Cluster answers).
     redis.stop().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -557,9 +590,11 @@ async fn the_gateway_is_ready_once_redis_answers_and_stays_ready_without_zookeep
         let status = r.status();
         Some((status, r.json::<Value>().await.unwrap()))
     };
-    eventually(Duration::from_secs(10), "the gateway answers /readyz", || async {
-        readyz().await.is_some()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the gateway answers /readyz",
+        || async { readyz().await.is_some() },
+    )
     .await;
     for _ in 0..10 {
         let (status, body) = readyz().await.unwrap();
@@ -570,20 +605,26 @@ async fn the_gateway_is_ready_once_redis_answers_and_stays_ready_without_zookeep
     }
 
     redis.restart().await;
-    eventually(Duration::from_secs(10), "the gateway is ready once Redis answers", || async {
-        readyz().await.is_some_and(|(s, _)| s == StatusCode::OK)
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the gateway is ready once Redis answers",
+        || async { readyz().await.is_some_and(|(s, _)| s == StatusCode::OK) },
+    )
     .await;
 
     // ZooKeeper goes away: the gateway serves from its snapshot, stays ready and says
     // how stale it is.
     zk.stop().await;
-    eventually(Duration::from_secs(15), "the gateway reports the lost session", || async {
-        readyz().await.is_some_and(|(status, body)| {
-            assert_eq!(status, StatusCode::OK, "ready without ZooKeeper: {body}");
-            body["zookeeper_connected"] == false && body["staleness_ms"].as_u64().unwrap() > 0
-        })
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the gateway reports the lost session",
+        || async {
+            readyz().await.is_some_and(|(status, body)| {
+                assert_eq!(status, StatusCode::OK, "ready without ZooKeeper: {body}");
+                body["zookeeper_connected"] == false && body["staleness_ms"].as_u64().unwrap() > 0
+            })
+        },
+    )
     .await;
     let metrics = http
         .get(format!("{url}/metrics"))
@@ -593,7 +634,10 @@ async fn the_gateway_is_ready_once_redis_answers_and_stays_ready_without_zookeep
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("larder_gateway_zookeeper_connected 0"), "{metrics}");
+    assert!(
+        metrics.contains("larder_gateway_zookeeper_connected 0"),
+        "{metrics}"
+    );
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), gateway).await;
 }
@@ -609,8 +653,17 @@ const MADE_BY_PROMETHEUS: [&str; 3] = ["up", "ALERTS", "ALERTS_FOR_STATE"];
 /// keywords, label names (inside `{}`, `by (...)` and the like), durations (inside `[]`),
 /// strings, numbers or Grafana variables (`$namespace`).
 fn promql_metrics(expr: &str) -> BTreeSet<String> {
-    const KEYWORDS: [&str; 8] = ["and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"];
-    const LABEL_LISTS: [&str; 6] = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+    const KEYWORDS: [&str; 8] = [
+        "and", "or", "unless", "bool", "offset", "inf", "nan", "atan2",
+    ];
+    const LABEL_LISTS: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
     let chars: Vec<char> = expr.chars().collect();
     let mut names = BTreeSet::new();
     let mut i = 0;
@@ -702,7 +755,11 @@ fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
     }
     let mut out = Vec::new();
     panels(&dashboard["panels"], &mut out);
-    for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let query = variable["query"]["query"]
             .as_str()
             .or_else(|| variable["query"].as_str())
@@ -712,17 +769,24 @@ fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
             out.push((format!("variable {}", variable["name"]), metric.to_owned()));
         }
     }
-    for annotation in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+    for annotation in dashboard["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if let Some(expr) = annotation["expr"].as_str() {
-            out.push((format!("annotation {}", annotation["name"]), expr.to_owned()));
+            out.push((
+                format!("annotation {}", annotation["name"]),
+                expr.to_owned(),
+            ));
         }
     }
     out
 }
 
 fn yaml(relative: &str) -> Value {
-    let mut value: serde_norway::Value = serde_norway::from_str(&read(relative))
-        .unwrap_or_else(|e| panic!("{relative}: {e}"));
+    let mut value: serde_norway::Value =
+        serde_norway::from_str(&read(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"));
     value.apply_merge().unwrap();
     serde_json::to_value(value).unwrap()
 }
@@ -779,7 +843,9 @@ async fn the_dashboard_and_alerts_query_only_exported_metrics() {
         assert!(!names.is_empty(), "{panel}: no metric in {expr}");
         for name in names {
             if !known(&name) {
-                problems.push(format!("dashboard panel {panel:?} queries {name}, which no service exports"));
+                problems.push(format!(
+                    "dashboard panel {panel:?} queries {name}, which no service exports"
+                ));
             }
             queried.insert(name);
         }
@@ -805,7 +871,9 @@ async fn the_dashboard_and_alerts_query_only_exported_metrics() {
         let alert = rule["alert"].as_str().unwrap();
         for name in promql_metrics(rule["expr"].as_str().unwrap()) {
             if !known(&name) {
-                problems.push(format!("alert {alert} queries {name}, which no service exports"));
+                problems.push(format!(
+                    "alert {alert} queries {name}, which no service exports"
+                ));
             }
         }
     }
@@ -854,26 +922,39 @@ fn every_alert_is_complete_tested_both_ways_and_has_a_runbook_section() {
             problems.push(format!("{alert}: severity must be critical or warning"));
         }
         for annotation in ["summary", "description", "runbook_url"] {
-            if rule["annotations"][annotation].as_str().is_none_or(str::is_empty) {
+            if rule["annotations"][annotation]
+                .as_str()
+                .is_none_or(str::is_empty)
+            {
                 problems.push(format!("{alert}: no {annotation}"));
             }
         }
-        let url = rule["annotations"]["runbook_url"].as_str().unwrap_or_default();
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
         match url.split_once('#') {
             Some(("docs/runbook.md", section)) if sections.contains(section) => {}
-            _ => problems.push(format!("{alert}: runbook_url {url:?} names no section of docs/runbook.md")),
+            _ => problems.push(format!(
+                "{alert}: runbook_url {url:?} names no section of docs/runbook.md"
+            )),
         }
         let of_alert = || cases.iter().filter(|c| c["alertname"] == alert);
         if !of_alert().any(|c| c["exp_alerts"].as_array().is_some_and(|a| !a.is_empty())) {
-            problems.push(format!("{alert}: no unit test in alerts_test.yml where it fires"));
+            problems.push(format!(
+                "{alert}: no unit test in alerts_test.yml where it fires"
+            ));
         }
         if !of_alert().any(|c| c["exp_alerts"].as_array().is_some_and(Vec::is_empty)) {
-            problems.push(format!("{alert}: no unit test in alerts_test.yml where it stays quiet"));
+            problems.push(format!(
+                "{alert}: no unit test in alerts_test.yml where it stays quiet"
+            ));
         }
     }
     for section in &sections {
         if !alerts.contains(section) {
-            problems.push(format!("docs/runbook.md section #{section} belongs to no alert"));
+            problems.push(format!(
+                "docs/runbook.md section #{section} belongs to no alert"
+            ));
         }
     }
     for required in [
@@ -907,7 +988,11 @@ fn promtool_in_deploy(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool {}:\n{report}", args.join(" "));
+    assert!(
+        out.status.success(),
+        "promtool {}:\n{report}",
+        args.join(" ")
+    );
     report
 }
 
@@ -936,7 +1021,10 @@ fn prometheus_configuration_rules_and_rule_tests_pass_promtool() {
             .to_string();
         assert!(targets.contains(target), "{job} scrapes {targets}");
     }
-    assert_eq!(jobs["larder-agent"]["honor_labels"], true, "agents name the Redis instance");
+    assert_eq!(
+        jobs["larder-agent"]["honor_labels"], true,
+        "agents name the Redis instance"
+    );
 }
 
 // ---------------------------------------------------------------------------------
@@ -1002,7 +1090,10 @@ fn expand_k8s(value: &str) -> String {
     let mut rest = value;
     while let Some(start) = rest.find("$(") {
         out.push_str(&rest[..start]);
-        let end = rest[start..].find(')').map(|e| start + e + 1).unwrap_or(rest.len());
+        let end = rest[start..]
+            .find(')')
+            .map(|e| start + e + 1)
+            .unwrap_or(rest.len());
         out.push_str(match &rest[start + 2..end - 1] {
             "POD_IP" => "10.0.0.7",
             _ => "pod-0",
@@ -1161,7 +1252,9 @@ where
         let value: figment::value::Value = value.parse().expect("infallible");
         figment = figment.merge(Serialized::defaults(figment::util::nest(&key, value)));
     }
-    figment.extract::<C>().map_err(|e| e.to_string().replace('\n', "; "))
+    figment
+        .extract::<C>()
+        .map_err(|e| e.to_string().replace('\n', "; "))
 }
 
 /// The value of `--flag VALUE` or `--flag=VALUE`, every occurrence.
@@ -1262,7 +1355,13 @@ fn the_config_check_refuses_misspelt_keys() {
             .collect();
         layered::<larder_gateway::Config>(toml, &env)
     };
-    assert!(gateway(Some("listen = \"0.0.0.0:1\""), &[("LARDER_LOG__FORMAT", "json")]).is_ok());
+    assert!(
+        gateway(
+            Some("listen = \"0.0.0.0:1\""),
+            &[("LARDER_LOG__FORMAT", "json")]
+        )
+        .is_ok()
+    );
     for (toml, env) in [
         (Some("listn = \"0.0.0.0:1\""), vec![]),
         (Some("[zookeeper]\nconect = \"zk:2181\""), vec![]),
@@ -1317,7 +1416,9 @@ fn deploy_files_parse_and_set_only_real_configuration() {
     for (origin, text) in &tomls {
         let result = match origin.rsplit(['/', ' ']).next().unwrap() {
             "gateway.toml" => layered::<larder_gateway::Config>(Some(text), &[]).map(drop),
-            "control-plane.toml" => layered::<larder_control_plane::Config>(Some(text), &[]).map(drop),
+            "control-plane.toml" => {
+                layered::<larder_control_plane::Config>(Some(text), &[]).map(drop)
+            }
             "agent.toml" => layered::<larder_agent::Config>(Some(text), &[]).map(drop),
             other => Err(format!("{other} is no service's configuration file")),
         };
@@ -1337,7 +1438,10 @@ fn deploy_files_parse_and_set_only_real_configuration() {
         for arg in launch.args.iter().filter(|a| a.starts_with("--")) {
             let flag = arg.split('=').next().unwrap();
             if !flags.contains(flag) {
-                problems.push(format!("{}: {} has no flag {flag}", launch.origin, launch.binary));
+                problems.push(format!(
+                    "{}: {} has no flag {flag}",
+                    launch.origin, launch.binary
+                ));
             }
         }
         if let Err(e) = check_launch(launch) {
@@ -1409,13 +1513,21 @@ fn kubernetes_manifests_have_probes_budgets_replicas_and_sidecars() {
         "the key_dir is mounted: {mounts}"
     );
     assert!(
-        pod["initContainers"][0]["command"].to_string().contains("-m 0600"),
+        pod["initContainers"][0]["command"]
+            .to_string()
+            .contains("-m 0600"),
         "keys are installed with mode 0600"
     );
 
     let redis = find("StatefulSet", "redis-main");
-    let containers = redis["spec"]["template"]["spec"]["containers"].as_array().unwrap();
-    assert!(containers.iter().any(|c| c["image"].as_str().unwrap().starts_with("redis")));
+    let containers = redis["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert!(
+        containers
+            .iter()
+            .any(|c| c["image"].as_str().unwrap().starts_with("redis"))
+    );
     assert!(
         containers.iter().any(|c| c["command"][0] == "larder-agent"),
         "an agent sidecar next to each Redis"

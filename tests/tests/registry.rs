@@ -144,14 +144,22 @@ async fn second_session(registry: &Registry) {
 /// session's). The registry's loop drops the session's client first, so the server
 /// removes its ephemeral nodes before a new session re-creates them, as after a real
 /// expiry.
-async fn expire_session(_proxy: &TcpProxy, registry: &Registry, observer: &zk::Client, owned: &str) {
+async fn expire_session(
+    _proxy: &TcpProxy,
+    registry: &Registry,
+    observer: &zk::Client,
+    owned: &str,
+) {
     let session = registry.session_id();
     assert_eq!(
         owner_of(observer, owned).await,
         Some(session),
         "{owned} belongs to the session to end"
     );
-    registry.force_expiry().await.expect("force_expiry ends the session");
+    registry
+        .force_expiry()
+        .await
+        .expect("force_expiry ends the session");
     eventually(PROPAGATION, "the server closes the session", || async {
         owner_of(observer, owned).await != Some(session)
     })
@@ -1540,7 +1548,10 @@ async fn a_force_expired_leader_is_fenced_until_re_elected() {
         .unwrap();
 
     // The session ends: the follower must take over, and the old leader's writes fail.
-    leader.force_expiry().await.expect("force_expiry ends the session");
+    leader
+        .force_expiry()
+        .await
+        .expect("force_expiry ends the session");
     eventually(PROPAGATION, "the follower takes over", || async {
         follower.is_leader()
     })
@@ -1564,9 +1575,11 @@ async fn a_force_expired_leader_is_fenced_until_re_elected() {
         .unwrap();
 
     second_session(&leader).await;
-    eventually(PROPAGATION, "it stands again, behind the new leader", || async {
-        leader.snapshot().load().candidates.len() == 2 && !leader.is_leader()
-    })
+    eventually(
+        PROPAGATION,
+        "it stands again, behind the new leader",
+        || async { leader.snapshot().load().candidates.len() == 2 && !leader.is_leader() },
+    )
     .await;
     let fenced = leader
         .set_fenced(&path, &namespace("orders", "stale", 9), 2)

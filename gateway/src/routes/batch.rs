@@ -151,19 +151,14 @@ pub async fn batch(
     let ns = percent_encoding::percent_decode_str(ns)
         .decode_utf8_lossy()
         .into_owned();
-    let writes = batch.operations.iter().any(|o| o.op != Op::Get);
-    let access = state.authorize(
-        &headers,
-        &ns,
-        if writes {
-            Permission::Write
-        } else {
-            Permission::Read
-        },
-    )?;
-    if writes && batch.operations.iter().any(|o| o.op == Op::Get) {
-        state.authorize(&headers, &ns, Permission::Read)?;
+    let mut needs = Vec::with_capacity(2);
+    if batch.operations.iter().any(|o| o.op == Op::Get) {
+        needs.push(Permission::Read);
     }
+    if batch.operations.iter().any(|o| o.op != Op::Get) {
+        needs.push(Permission::Write);
+    }
+    let access = state.authorize_all(&headers, &ns, &needs)?;
     if batch.operations.is_empty() || batch.operations.len() > MAX_OPERATIONS {
         return Err(ApiError::BadRequest(format!(
             "a batch holds 1 to {MAX_OPERATIONS} operations"

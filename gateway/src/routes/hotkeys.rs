@@ -56,5 +56,8 @@ pub async fn hotkeys(
         return Err(ApiError::BadRequest(format!("limit must be 1 to {K}")));
     }
     let keys = state.hot.top(&access.namespace.value.name, limit);
-    Ok(Json(HotKeyList { keys, threshold: state.config.hot_key_min_rate }))
+    Ok(Json(HotKeyList {
+        keys,
+        threshold: state.config.hot_key_min_rate,
+    }))
 }

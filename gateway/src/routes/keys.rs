@@ -165,9 +165,9 @@ pub async fn get(
         let near = match access.namespace.value.near_cache {
             NearCachePolicy::Off => None,
             NearCachePolicy::On { max_staleness_ms } => Some(max_staleness_ms),
-            NearCachePolicy::Auto { max_staleness_ms } => {
-                (state.hot.rate(ns, &key) >= state.config.hot_key_min_rate).then_some(max_staleness_ms)
-            }
+            NearCachePolicy::Auto { max_staleness_ms } => (state.hot.rate(ns, &key)
+                >= state.config.hot_key_min_rate)
+                .then_some(max_staleness_ms),
         };
         if near.is_some()
             && let Some(raw) = state.near.get(ns, &key)
@@ -176,11 +176,16 @@ pub async fn get(
             return value_response(&state, ns, &headers, raw);
         }
         let ticket = state.near.ticket(ns);
-        let raw: Option<Bytes> = state.backends.query(cluster, redis::cmd("GET").arg(&redis_key)).await?;
+        let raw: Option<Bytes> = state
+            .backends
+            .query(cluster, redis::cmd("GET").arg(&redis_key))
+            .await?;
         return match raw {
             Some(raw) if !value::is_lease(&raw) => {
                 if let Some(ms) = near {
-                    state.near.fill(ticket, ns, &key, raw.clone(), Duration::from_millis(ms));
+                    state
+                        .near
+                        .fill(ticket, ns, &key, raw.clone(), Duration::from_millis(ms));
                 }
                 value_response(&state, ns, &headers, raw)
             }
