@@ -106,7 +106,12 @@ pub async fn run(args: &Args) -> anyhow::Result<Record> {
     if !(args.rate > 0.0 && args.rate.is_finite()) {
         bail!("--rate must be above zero");
     }
-    if !(args.duration > 0.0) || args.warmup < 0.0 || args.drain < 0.0 || args.connections == 0 {
+    if args.duration.is_nan()
+        || args.duration <= 0.0
+        || args.warmup < 0.0
+        || args.drain < 0.0
+        || args.connections == 0
+    {
         bail!("--duration and --connections must be above zero; --warmup and --drain not below");
     }
     let target = Target::parse(&args.url)?;
@@ -165,7 +170,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Record> {
     let mut rx = queue.lock().await;
     while let Ok(intended) = rx.try_recv() {
         if intended >= plan.record_from {
-            tally.latencies_us.push(micros(plan.give_up.saturating_duration_since(intended)));
+            tally
+                .latencies_us
+                .push(micros(plan.give_up.saturating_duration_since(intended)));
             tally.error("never-sent");
         }
     }
@@ -273,7 +280,9 @@ async fn work(
             }
         }
         if recorded {
-            tally.latencies_us.push(micros(done.saturating_duration_since(intended)));
+            tally
+                .latencies_us
+                .push(micros(done.saturating_duration_since(intended)));
         }
     }
     tally

@@ -125,7 +125,8 @@ mod tests {
 
     #[test]
     fn cpu_seconds_of_a_stat_line_with_spaces_in_the_name() {
-        let stat = "1234 (tokio worker) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
+        let stat =
+            "1234 (tokio worker) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 100 0 0";
         assert_eq!(parse_cpu_seconds(stat).unwrap(), 3.0);
     }
 

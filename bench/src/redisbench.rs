@@ -111,7 +111,12 @@ pub fn run(args: &Args) -> anyhow::Result<Record> {
         elapsed
     };
     // redis-benchmark reports no p99.9; its closed-loop percentiles go into the detail.
-    for (name, ms) in [("p50", row.p50_ms), ("p99", row.p99_ms), ("max", row.max_ms), ("mean", row.mean_ms)] {
+    for (name, ms) in [
+        ("p50", row.p50_ms),
+        ("p99", row.p99_ms),
+        ("max", row.max_ms),
+        ("mean", row.mean_ms),
+    ] {
         record.closed_latency_ms.insert(name.into(), ms);
     }
     record.cpu_s_per_10k = per_10k(&cpu, args.requests);

@@ -9,7 +9,8 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
         return 0;
     }
     let n = sorted.len();
-    let rank = ((p / 100.0) * n as f64).ceil() as usize;
+    // The epsilon keeps float error (0.999 * 1000 = 999.0000000000001) off the next rank.
+    let rank = ((p / 100.0) * n as f64 - 1e-9).ceil() as usize;
     sorted[rank.clamp(1, n) - 1]
 }
 

@@ -62,6 +62,9 @@ pub struct ClusterView {
     #[schema(value_type = doc::Cluster)]
     pub cluster: Cluster,
     pub status: HealthStatus,
+    /// Why the status is not `ok`, most important first (empty when it is).
+    #[serde(default)]
+    pub reasons: Vec<String>,
     /// The agents' latest reports, one per Redis node.
     #[schema(value_type = Vec<doc::NodeHealth>)]
     pub nodes: Vec<NodeHealth>,
@@ -75,7 +78,9 @@ pub struct ClusterView {
     /// What registration found: `maxmemory` summed over the masters (0: unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maxmemory_bytes: Option<u64>,
-    /// What registration noticed without refusing (for example no `maxmemory`).
+    /// Worth knowing without changing the status: what registration noticed without
+    /// refusing (for example no `maxmemory`), nodes running a Redis version open to the
+    /// Lua scripting CVEs, reports from nodes that are not registered members.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }

@@ -186,6 +186,19 @@ impl Client {
         self.get("/v1/namespaces", &q).await
     }
 
+    /// A namespace's hottest keys across all live gateways.
+    pub async fn hot_keys(
+        &self,
+        name: &str,
+        limit: usize,
+    ) -> Result<crate::routes::hotkeys::HotKeys, ClientError> {
+        self.get(
+            &format!("/v1/namespaces/{}/hotkeys", seg(name)),
+            &[("limit", limit.to_string())],
+        )
+        .await
+    }
+
     pub async fn namespace(&self, name: &str) -> Result<NamespaceView, ClientError> {
         self.get(&format!("/v1/namespaces/{}", seg(name)), &[])
             .await

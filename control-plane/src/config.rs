@@ -31,6 +31,8 @@ pub struct Config {
     pub usage: UsageConfig,
     /// How long the audit trail is kept.
     pub audit: AuditConfig,
+    /// Automatic failover of replicated standalone deployments (run by the leader).
+    pub failover: FailoverConfig,
     pub zookeeper: RegistryConfig,
     pub log: LogConfig,
 }
@@ -107,6 +109,33 @@ impl Default for AuditConfig {
     }
 }
 
+/// The leader's failover of standalone deployments and its reconciliation of their
+/// replication (see `failover.rs`). How long a master must look down before it is
+/// replaced is set per deployment (`down_after_ms`, 3 s by default).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// Whether the leader promotes replicas and repoints stray nodes. Off leaves
+    /// deployments alone (for example while another tool such as Sentinel manages them);
+    /// health is still reported.
+    pub enabled: bool,
+    /// How often the leader probes each standalone master and checks replication, ms.
+    pub tick_ms: u64,
+    /// How long one probe or Redis command of the leader may take, ms; a slower answer
+    /// counts as a failure.
+    pub probe_timeout_ms: u64,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tick_ms: 250,
+            probe_timeout_ms: 500,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -119,6 +148,7 @@ impl Default for Config {
             background: BackgroundConfig::default(),
             usage: UsageConfig::default(),
             audit: AuditConfig::default(),
+            failover: FailoverConfig::default(),
             zookeeper: RegistryConfig::default(),
             log: LogConfig::default(),
         }
@@ -192,6 +222,13 @@ impl Validate for Config {
         }
         if !(100..=40_000).contains(&self.audit.max_entries) {
             return Err("audit.max_entries must be between 100 and 40000".into());
+        }
+        let f = &self.failover;
+        if !(20..=10_000).contains(&f.tick_ms) {
+            return Err("failover.tick_ms must be between 20 and 10000".into());
+        }
+        if !(20..=10_000).contains(&f.probe_timeout_ms) {
+            return Err("failover.probe_timeout_ms must be between 20 and 10000".into());
         }
         self.zookeeper.validate()
     }

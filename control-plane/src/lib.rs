@@ -16,6 +16,11 @@
 //! - [`usage`]: namespace usage estimates (keys, memory, ops/s).
 //! - [`leader`]: who leads, and the leader's background work: [`deletion`] of
 //!   namespaces and pruning.
+//! - [`health`]: a deployment's status (ok / degraded / down) and its reasons, from the
+//!   agents' reports.
+//! - [`failover`]: the leader's failover of standalone deployments on a quorum of
+//!   evidence, and the reconciler that keeps every other member a replica of the
+//!   registered master.
 //! - [`error`]: [`ApiError`](error::ApiError), the one error type of the API.
 //!
 //! All state lives in ZooKeeper through `larder-registry`; instances are interchangeable
@@ -29,6 +34,8 @@ pub mod config;
 pub mod deletion;
 pub mod deployment;
 pub mod error;
+pub mod failover;
+pub mod health;
 pub mod keys;
 pub mod leader;
 pub mod metrics;
@@ -84,6 +91,10 @@ pub fn router(state: AppState) -> Router {
                 .delete(namespaces::delete),
         )
         .route("/v1/namespaces/{name}/disable", post(namespaces::disable))
+        .route(
+            "/v1/namespaces/{name}/hotkeys",
+            get(routes::hotkeys::hotkeys),
+        )
         .route("/v1/namespaces/{name}/enable", post(namespaces::enable))
         .route(
             "/v1/namespaces/{name}/tokens",
@@ -175,6 +186,7 @@ pub async fn run(
             }
             .run(background.clone()),
         ),
+        tokio::spawn(failover::Failover::new(state.clone()).run(background.clone())),
         tokio::spawn(
             usage::OpsSampler {
                 usage: state.usage.clone(),

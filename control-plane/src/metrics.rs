@@ -180,9 +180,21 @@ impl Metrics {
 /// scraped ([`Metrics::refresh`]); per-deployment and per-namespace series exist for
 /// every registered deployment and namespace, and go with them.
 pub struct Platform {
-    /// `larder_cp_failovers_total{cluster}`: failovers performed (0 until automatic
-    /// failover is enabled).
+    /// `larder_cp_failovers_total{cluster}`: failovers of a standalone deployment
+    /// performed by the leader, and failovers of a Redis Cluster it saw (a replica that
+    /// reports itself master).
     pub failovers: IntCounterVec,
+    /// `larder_cp_failover_failures_total{cluster}`: failovers the leader decided on but
+    /// could not complete (no reachable replica, a Redis command or the registry write
+    /// failed); they are tried again.
+    pub failover_failures: IntCounterVec,
+    /// `larder_cp_failover_duration_seconds`: from the leader's first failed probe of a
+    /// master to the registry write naming its successor.
+    pub failover_duration: Histogram,
+    /// `larder_cp_demotions_total{cluster}`: nodes of a standalone deployment the leader
+    /// made replicas of the registered master (a returning old master, a second master,
+    /// a replica following the wrong master).
+    pub demotions: IntCounterVec,
     /// `larder_cp_deployment_status{cluster,status}`: 1 for the deployment's current
     /// status (`ok`, `degraded`, `down`, `unknown`), 0 for the others.
     pub deployment_status: IntGaugeVec,
@@ -236,6 +248,39 @@ impl Platform {
                     Opts::new(
                         "larder_cp_failovers_total",
                         "Failovers of a deployment performed by the leader.",
+                    ),
+                    &["cluster"],
+                )
+                .expect("valid metric"),
+            ),
+            failover_failures: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "larder_cp_failover_failures_total",
+                        "Failovers decided on by the leader that could not complete; they are retried.",
+                    ),
+                    &["cluster"],
+                )
+                .expect("valid metric"),
+            ),
+            failover_duration: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "larder_cp_failover_duration_seconds",
+                        "From the leader's first failed probe of a master to the registry write naming its successor.",
+                    )
+                    .buckets(vec![0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0]),
+                )
+                .expect("valid metric"),
+            ),
+            demotions: register(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "larder_cp_demotions_total",
+                        "Nodes of a standalone deployment made replicas of the registered master by the leader.",
                     ),
                     &["cluster"],
                 )
@@ -321,6 +366,9 @@ impl Metrics {
                     .set(i64::from(s == status));
             }
             p.failovers.with_label_values(&[cluster.name.as_str()]);
+            p.failover_failures
+                .with_label_values(&[cluster.name.as_str()]);
+            p.demotions.with_label_values(&[cluster.name.as_str()]);
         }
 
         p.rate_limit.reset();

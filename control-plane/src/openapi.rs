@@ -27,6 +27,7 @@ use crate::routes;
         routes::namespaces::create,
         routes::namespaces::list,
         routes::namespaces::show,
+        routes::hotkeys::hotkeys,
         routes::namespaces::update,
         routes::namespaces::disable,
         routes::namespaces::enable,
@@ -212,9 +213,12 @@ pub mod model {
         On {
             max_staleness_ms: u64,
         },
-        /// Only keys detected as hot.
+        /// Only keys detected as hot: at least `min_rate_per_s` requests per second.
         Auto {
             max_staleness_ms: u64,
+            #[serde(default)]
+            #[schema(default = 50)]
+            min_rate_per_s: u32,
         },
     }
 
@@ -362,6 +366,7 @@ mod tests {
                 NamespaceState::Disabled,
                 NearCachePolicy::Auto {
                     max_staleness_ms: 5,
+                    min_rate_per_s: 50,
                 },
             ),
             (NamespaceState::Deleting, NearCachePolicy::Off),

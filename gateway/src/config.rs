@@ -26,9 +26,6 @@ pub struct Config {
     pub near_cache_max_bytes: u64,
     /// Entries the near cache may hold.
     pub near_cache_max_entries: u64,
-    /// Requests per second above which a key counts as hot (namespaces whose near-cache
-    /// policy is `auto` cache only such keys).
-    pub hot_key_min_rate: f64,
     pub zookeeper: RegistryConfig,
     pub log: LogConfig,
 }
@@ -44,7 +41,6 @@ impl Default for Config {
             token_cache_entries: 100_000,
             near_cache_max_bytes: 64 << 20,
             near_cache_max_entries: 100_000,
-            hot_key_min_rate: 50.0,
             zookeeper: RegistryConfig::default(),
             log: LogConfig::default(),
         }
@@ -84,10 +80,6 @@ impl Validate for Config {
             return Err(
                 "near_cache_max_bytes and near_cache_max_entries must be above zero".into(),
             );
-        }
-        // Written so that NaN is refused too.
-        if self.hot_key_min_rate.is_nan() || self.hot_key_min_rate <= 0.0 {
-            return Err("hot_key_min_rate must be above zero".into());
         }
         if self.token_cache_entries == 0 {
             return Err("token_cache_entries must be above zero".into());

@@ -155,8 +155,20 @@ pub enum NearCachePolicy {
     Off,
     /// Every key, served at most `max_staleness_ms` old.
     On { max_staleness_ms: u64 },
-    /// Only keys detected as hot.
-    Auto { max_staleness_ms: u64 },
+    /// Only keys detected as hot: requested at least `min_rate_per_s` times per second
+    /// (through one gateway, over a sliding window).
+    Auto {
+        max_staleness_ms: u64,
+        #[serde(default = "default_hot_key_rate")]
+        min_rate_per_s: u32,
+    },
+}
+
+/// Default hot-key threshold of the `auto` near-cache policy, requests per second.
+pub const DEFAULT_HOT_KEY_RATE: u32 = 50;
+
+fn default_hot_key_rate() -> u32 {
+    DEFAULT_HOT_KEY_RATE
 }
 
 /// `/namespaces/<ns>`: a tenant team's namespace.

@@ -7,6 +7,8 @@
 //! - [`proxy`]: [`TcpProxy`], to partition one client from a server while others stay.
 //! - [`ports`]: free loopback ports.
 //! - [`process`]: a child process signalled and reaped by its own pid.
+//! - [`drill`]: the failover drill (`kill -9` of a master under a stream of writes),
+//!   shared by the failover tests and `cargo run -p larder-tests --example failover`.
 //!
 //! The tests themselves are one binary, `tests/integration.rs`, with a module per feature.
 //! Tests run in parallel (cargo-nextest runs each in its own process), so every test
@@ -14,6 +16,7 @@
 //! A missing server binary fails the test with the set-up command to run; nothing is
 //! skipped silently.
 
+pub mod drill;
 pub mod platform;
 pub mod ports;
 pub mod process;

@@ -127,7 +127,18 @@ pub async fn gateway(zk: &ZooKeeper, root: &str) -> Service {
 
 /// Starts an agent probing `instances` (`(cluster, host:port)`).
 pub async fn agent(zk: &ZooKeeper, root: &str, instances: &[(&str, String)]) -> Service {
-    let config = larder_agent::Config {
+    agent_with(zk, root, instances, |_| {}).await
+}
+
+/// Starts an agent like [`agent`], with `configure` applied to its configuration first
+/// (probe interval and thresholds, a ZooKeeper connect string through a proxy, ...).
+pub async fn agent_with(
+    zk: &ZooKeeper,
+    root: &str,
+    instances: &[(&str, String)],
+    configure: impl FnOnce(&mut larder_agent::Config),
+) -> Service {
+    let mut config = larder_agent::Config {
         listen: "127.0.0.1:0".into(),
         id: format!("agent-test-{}", rand::random::<u32>()),
         probe_interval_ms: 250,
@@ -144,6 +155,7 @@ pub async fn agent(zk: &ZooKeeper, root: &str, instances: &[(&str, String)]) -> 
             .collect(),
         ..Default::default()
     };
+    configure(&mut config);
     Service::spawn("agent", bind().await, |listener, shutdown| async move {
         larder_agent::run(config, listener, shutdown)
             .await

@@ -1,9 +1,11 @@
 //! Integration tests: real ZooKeeper and Redis servers started by the harness
 //! (`larder_tests`), one module per feature.
 
+mod agent;
 mod binaries;
 mod control_plane;
 mod end_to_end;
+mod failover;
 mod gateway;
 mod harness;
 mod larderctl;

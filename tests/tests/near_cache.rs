@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 struct Setup {
     _zk: ZooKeeper,
     _redis: Redis,
-    _cp: platform::Service,
+    cp: platform::Service,
+    admin: String,
     gateways: Vec<platform::Service>,
     token: String,
     http: reqwest::Client,
@@ -71,7 +72,8 @@ async fn setup(near_cache: Value, gateways: usize) -> Setup {
     Setup {
         _zk: zk,
         _redis: redis,
-        _cp: cp,
+        cp,
+        admin,
         gateways: gws,
         token,
         http,
@@ -219,4 +221,60 @@ async fn hot_keys_are_found_and_cached_under_auto() {
         served >= 100.0,
         "the hot key is served from the near cache: {served}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_sums_hot_keys_across_gateways() {
+    let s = setup(json!({"mode": "off"}), 2).await;
+    s.put(0, "celebrity", "x").await;
+    s.put(0, "warm", "y").await;
+    for _ in 0..150 {
+        s.get(0, "celebrity").await;
+        s.get(1, "celebrity").await;
+    }
+    for _ in 0..40 {
+        s.get(1, "warm").await;
+    }
+    let view: Value = s
+        .http
+        .get(format!("{}/v1/namespaces/hot/hotkeys?limit=2", s.cp.url))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["gateways"], 2, "{view}");
+    assert_eq!(view["missing"].as_array().unwrap().len(), 0, "{view}");
+    let keys = view["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0]["key"], "celebrity");
+    assert_eq!(keys[1]["key"], "warm");
+    // Both gateways' traffic counts: the sum is above what either saw alone.
+    let one: Value = s
+        .http
+        .get(format!(
+            "{}/v1/namespaces/hot/hotkeys?limit=1",
+            s.gateways[0].url
+        ))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        keys[0]["rate"].as_f64().unwrap() > one["keys"][0]["rate"].as_f64().unwrap() * 1.5,
+        "{view} vs {one}"
+    );
+    let bad = s
+        .http
+        .get(format!("{}/v1/namespaces/hot/hotkeys?limit=0", s.cp.url))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }

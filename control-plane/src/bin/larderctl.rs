@@ -167,7 +167,10 @@ impl LimitArgs {
         self.near_cache.map(|mode| match mode {
             NearCacheArg::Off => NearCachePolicy::Off,
             NearCacheArg::On => NearCachePolicy::On { max_staleness_ms },
-            NearCacheArg::Auto => NearCachePolicy::Auto { max_staleness_ms },
+            NearCacheArg::Auto => NearCachePolicy::Auto {
+                max_staleness_ms,
+                min_rate_per_s: larder_registry::model::DEFAULT_HOT_KEY_RATE,
+            },
         })
     }
 }
@@ -201,6 +204,13 @@ enum NamespaceCommand {
     },
     /// Show a namespace, its limits and usage.
     Show { name: String },
+    /// The namespace's hottest keys across all gateways.
+    Hotkeys {
+        name: String,
+        /// How many keys (1 to 64).
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
     /// Change a namespace's owner, limits or near-cache policy.
     Update {
         name: String,
@@ -432,10 +442,16 @@ fn print_clusters(items: &[ClusterView]) {
             "RESERVED",
             "CAPACITY",
             "ENDPOINTS",
+            "REASON",
         ],
         items
             .iter()
             .map(|c| {
+                let reason = match c.reasons.as_slice() {
+                    [] => String::new(),
+                    [one] => one.clone(),
+                    [first, rest @ ..] => format!("{first} (+{} more)", rest.len()),
+                };
                 vec![
                     c.cluster.name.clone(),
                     name(&c.cluster.topology),
@@ -445,6 +461,7 @@ fn print_clusters(items: &[ClusterView]) {
                     bytes(c.reserved_bytes),
                     bytes(c.cluster.capacity_bytes),
                     c.cluster.endpoints.join(","),
+                    reason,
                 ]
             })
             .collect(),
@@ -453,8 +470,19 @@ fn print_clusters(items: &[ClusterView]) {
 
 fn print_cluster(c: &ClusterView) {
     print_clusters(std::slice::from_ref(c));
+    println!();
+    if !c.cluster.replicas.is_empty() {
+        println!("replicas: {}", c.cluster.replicas.join(", "));
+    }
+    println!(
+        "epoch {}; fails over after {} ms down",
+        c.cluster.epoch, c.cluster.down_after_ms
+    );
     if let Some(v) = &c.redis_version {
-        println!("\nRedis {v}");
+        println!("Redis {v}");
+    }
+    for r in &c.reasons {
+        println!("{}: {r}", name(&c.status));
     }
     for w in &c.warnings {
         println!("warning: {w}");
@@ -463,16 +491,24 @@ fn print_cluster(c: &ClusterView) {
         println!();
         table(
             &[
-                "NODE", "UP", "ROLE", "VERSION", "MEMORY", "OPS/S", "LATENCY",
+                "NODE", "UP", "ROLE", "FOLLOWS", "LINK", "OFFSET", "VERSION", "LUA CVE", "MEMORY",
+                "OPS/S", "LATENCY",
             ],
             c.nodes
                 .iter()
                 .map(|n| {
+                    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
                     vec![
                         n.endpoint.clone(),
-                        if n.up { "yes" } else { "no" }.into(),
+                        yes_no(n.up),
                         name(&n.role),
+                        n.master.clone().unwrap_or_else(|| "-".into()),
+                        n.master_link_up
+                            .map(|up| if up { "up" } else { "down" }.to_owned())
+                            .unwrap_or_else(|| "-".into()),
+                        n.replication_offset.to_string(),
                         n.redis_version.clone(),
+                        if n.vulnerable_lua { "vulnerable" } else { "-" }.into(),
                         bytes(n.used_memory_bytes),
                         n.ops_per_sec.to_string(),
                         format!("{} µs", n.latency_us),
@@ -540,8 +576,11 @@ fn print_namespace(n: &NamespaceView) {
     let near_cache = match ns.near_cache {
         NearCachePolicy::Off => "off".to_owned(),
         NearCachePolicy::On { max_staleness_ms } => format!("on (≤ {max_staleness_ms} ms stale)"),
-        NearCachePolicy::Auto { max_staleness_ms } => {
-            format!("auto (≤ {max_staleness_ms} ms stale)")
+        NearCachePolicy::Auto {
+            max_staleness_ms,
+            min_rate_per_s,
+        } => {
+            format!("auto (keys ≥ {min_rate_per_s}/s, ≤ {max_staleness_ms} ms stale)")
         }
     };
     let mut rows = vec![
@@ -769,6 +808,27 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await?;
             emit(json, &list, |l| print_namespaces(&l.items));
+        }
+        Command::Namespace(NamespaceCommand::Hotkeys { name, limit }) => {
+            let view = client.hot_keys(&name, limit).await?;
+            emit(json, &view, |v| {
+                println!("{:<48} {:>12}", "KEY", "REQ/S");
+                for k in &v.keys {
+                    let key = k
+                        .key
+                        .clone()
+                        .or_else(|| k.key_base64.as_ref().map(|b| format!("base64:{b}")));
+                    println!("{:<48} {:>12.1}", key.unwrap_or_default(), k.rate);
+                }
+                if !v.missing.is_empty() {
+                    println!(
+                        "(no answer from {} of {} gateways: {})",
+                        v.missing.len(),
+                        v.gateways,
+                        v.missing.join(", ")
+                    );
+                }
+            });
         }
         Command::Namespace(NamespaceCommand::Show { name }) => {
             let view = client.namespace(&name).await?;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use larder_registry::model::{Cluster, NodeHealth, Role, Topology};
+use larder_registry::model::{Cluster, NodeHealth, Topology};
 use larder_registry::txn::Op;
 use larder_registry::{RegistryError, Snapshot, names, paths};
 
@@ -15,24 +15,9 @@ use crate::openapi::model::Problem;
 use crate::probe;
 use crate::state::AppState;
 
-/// The health of a deployment from its agents' reports.
+/// The health of a deployment from its agents' reports (see [`crate::health`]).
 pub fn health(cluster: &Cluster, nodes: &[NodeHealth]) -> HealthStatus {
-    if nodes.is_empty() {
-        return HealthStatus::Unknown;
-    }
-    let master_up = match cluster.topology {
-        Topology::Standalone => nodes
-            .iter()
-            .any(|n| Some(n.endpoint.as_str()) == cluster.master() && n.up),
-        Topology::Cluster => nodes.iter().any(|n| n.up && n.role == Role::Master),
-    };
-    if !master_up {
-        HealthStatus::Down
-    } else if nodes.iter().all(|n| n.up) {
-        HealthStatus::Ok
-    } else {
-        HealthStatus::Degraded
-    }
+    crate::health::assess(cluster, nodes, larder_registry::now_ms()).status
 }
 
 /// Memory promised to the namespaces placed on `cluster`.
@@ -52,14 +37,16 @@ pub(crate) fn view(snapshot: &Snapshot, cluster: &Cluster) -> ClusterView {
         .map(|n| n.value.clone())
         .collect();
     let (count, reserved) = reserved(snapshot, &cluster.name);
+    let assessment = crate::health::assess(cluster, &nodes, larder_registry::now_ms());
     ClusterView {
-        status: health(cluster, &nodes),
+        status: assessment.status,
+        reasons: assessment.reasons,
         nodes,
         namespaces: count,
         reserved_bytes: reserved,
         redis_version: None,
         maxmemory_bytes: None,
-        warnings: Vec::new(),
+        warnings: assessment.warnings,
         cluster: cluster.clone(),
     }
 }
@@ -107,10 +94,26 @@ fn validate(request: &RegisterCluster) -> Result<(), ApiError> {
     }
 }
 
+/// Whether `request` registers `existing` again. A standalone deployment that has failed
+/// over since has the same members with another one as master, so members are compared
+/// as a set: the registration made before the failover still names it.
 fn same_spec(existing: &Cluster, request: &RegisterCluster) -> bool {
+    let members = |endpoints: &[String], replicas: &[String]| {
+        let mut all: Vec<String> = endpoints.iter().chain(replicas).cloned().collect();
+        all.sort();
+        all
+    };
+    let same_nodes = match existing.topology {
+        Topology::Standalone => {
+            members(&existing.endpoints, &existing.replicas)
+                == members(&request.endpoints, &request.replicas)
+        }
+        Topology::Cluster => {
+            existing.endpoints == request.endpoints && existing.replicas == request.replicas
+        }
+    };
     existing.topology == request.topology
-        && existing.endpoints == request.endpoints
-        && existing.replicas == request.replicas
+        && same_nodes
         && existing.region == request.region
         && existing.capacity_bytes == request.capacity_bytes
         && request
@@ -204,7 +207,7 @@ pub async fn register(
     let mut registered = view(&state.snapshot.load(), &cluster);
     registered.redis_version = Some(findings.redis_version);
     registered.maxmemory_bytes = Some(findings.maxmemory_bytes);
-    registered.warnings = findings.warnings;
+    registered.warnings.splice(0..0, findings.warnings);
     Ok((StatusCode::CREATED, Json(registered)))
 }
 

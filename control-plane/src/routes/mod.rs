@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod clusters;
 pub mod health;
+pub mod hotkeys;
 pub mod keys;
 pub mod namespaces;
 pub mod tokens;

@@ -58,11 +58,15 @@ pub fn validate_limits(limits: &Limits) -> Result<(), ApiError> {
 fn validate_near_cache(policy: &NearCachePolicy) -> Result<(), ApiError> {
     match policy {
         NearCachePolicy::Off => Ok(()),
-        NearCachePolicy::On { max_staleness_ms } | NearCachePolicy::Auto { max_staleness_ms }
-            if (1..=60_000).contains(max_staleness_ms) =>
-        {
-            Ok(())
-        }
+        NearCachePolicy::Auto {
+            min_rate_per_s: 0, ..
+        } => Err(ApiError::BadRequest(
+            "near_cache.min_rate_per_s must be above zero".into(),
+        )),
+        NearCachePolicy::On { max_staleness_ms }
+        | NearCachePolicy::Auto {
+            max_staleness_ms, ..
+        } if (1..=60_000).contains(max_staleness_ms) => Ok(()),
         _ => Err(ApiError::BadRequest(
             "near_cache.max_staleness_ms must be 1 to 60000".into(),
         )),

@@ -26,8 +26,9 @@ pub struct HotKeyParams {
 pub struct HotKeyList {
     #[schema(value_type = Vec<Object>)]
     pub keys: Vec<HotKey>,
-    /// Requests per second from which a key counts as hot here.
-    pub threshold: f64,
+    /// Requests per second from which a key counts as hot (the namespace's `auto`
+    /// near-cache threshold; `null` when its policy is not `auto`).
+    pub threshold: Option<u32>,
 }
 
 /// Lists a namespace's hottest keys on this gateway.
@@ -58,6 +59,11 @@ pub async fn hotkeys(
     let keys = state.hot.top(&access.namespace.value.name, limit);
     Ok(Json(HotKeyList {
         keys,
-        threshold: state.config.hot_key_min_rate,
+        threshold: match access.namespace.value.near_cache {
+            larder_registry::model::NearCachePolicy::Auto { min_rate_per_s, .. } => {
+                Some(min_rate_per_s)
+            }
+            _ => None,
+        },
     }))
 }

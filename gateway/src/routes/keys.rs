@@ -165,9 +165,12 @@ pub async fn get(
         let near = match access.namespace.value.near_cache {
             NearCachePolicy::Off => None,
             NearCachePolicy::On { max_staleness_ms } => Some(max_staleness_ms),
-            NearCachePolicy::Auto { max_staleness_ms } => (state.hot.rate(ns, &key)
-                >= state.config.hot_key_min_rate)
-                .then_some(max_staleness_ms),
+            NearCachePolicy::Auto {
+                max_staleness_ms,
+                min_rate_per_s,
+            } => {
+                (state.hot.rate(ns, &key) >= f64::from(min_rate_per_s)).then_some(max_staleness_ms)
+            }
         };
         if near.is_some()
             && let Some(raw) = state.near.get(ns, &key)
