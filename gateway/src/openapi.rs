@@ -1,7 +1,7 @@
 //! The gateway's OpenAPI document, built from the handlers' annotations.
 //!
 //! `openapi/gateway.json` in the repository is this document; a test fails when they
-//! differ (set `LARDER_WRITE_OPENAPI=1` when running it to rewrite the file).
+//! differ (set `LARDER_UPDATE_OPENAPI=1` when running it to rewrite the file).
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -83,13 +83,13 @@ mod tests {
     fn committed_spec_matches_the_code() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/gateway.json");
         let generated = document().to_pretty_json().expect("document serialises") + "\n";
-        if std::env::var_os("LARDER_WRITE_OPENAPI").is_some() {
+        if std::env::var_os("LARDER_UPDATE_OPENAPI").is_some() {
             std::fs::write(path, &generated).expect("write openapi/gateway.json");
         }
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             committed == generated,
-            "openapi/gateway.json differs from the code; regenerate with LARDER_WRITE_OPENAPI=1 cargo test -p larder-gateway openapi"
+            "openapi/gateway.json differs from the code; regenerate with LARDER_UPDATE_OPENAPI=1 cargo test -p larder-gateway openapi"
         );
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! cargo run -p larder-tests --example failover -- [--runs N] [--down-after-ms MS]
-//!     [--probe-interval-ms MS] [--fail-after N] [--writes-per-s N] [--replicas N]
+//!     [--probe-interval-ms MS] [--fail-after N] [--failover-tick-ms MS] [--writes-per-s N]
+//!     [--replicas N]
 //! ```
 //!
 //! Starts real ZooKeeper and Redis servers (a master and two replicas by default) with
@@ -33,6 +34,7 @@ async fn main() {
             "--down-after-ms" => options.down_after_ms = number(&value),
             "--probe-interval-ms" => options.probe_interval_ms = number(&value),
             "--fail-after" => options.fail_after = number(&value) as u32,
+            "--failover-tick-ms" => options.failover_tick_ms = number(&value),
             "--writes-per-s" => options.writes_per_s = number(&value) as u32,
             "--replicas" => options.replicas = number(&value).max(1) as usize,
             other => usage(&format!("unknown flag {other}")),
@@ -59,7 +61,7 @@ async fn main() {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "failover: {problem}\nusage: failover [--runs N] [--down-after-ms MS] [--probe-interval-ms MS] \
-         [--fail-after N] [--writes-per-s N] [--replicas N]"
+         [--fail-after N] [--failover-tick-ms MS] [--writes-per-s N] [--replicas N]"
     );
     std::process::exit(2)
 }

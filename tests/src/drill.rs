@@ -45,6 +45,8 @@ pub struct Options {
     pub probe_interval_ms: u64,
     /// The agents' `fail_after` (failed probes in a row before a node is reported down).
     pub fail_after: u32,
+    /// The control plane's `failover.tick_ms` (its probe timeout is twice that).
+    pub failover_tick_ms: u64,
     /// How long the stream runs before the kill.
     pub warm_up: Duration,
 }
@@ -58,6 +60,7 @@ impl Default for Options {
             baseline_keys: 200,
             probe_interval_ms: 100,
             fail_after: 2,
+            failover_tick_ms: 100,
             warm_up: Duration::from_secs(1),
         }
     }
@@ -128,8 +131,13 @@ impl fmt::Display for Figures {
         writeln!(
             f,
             "failover drill: master + {} replicas, down_after {} ms, agents probing every {} ms \
-             (down after {} failures), {} writes/s through the gateway",
-            o.replicas, o.down_after_ms, o.probe_interval_ms, o.fail_after, o.writes_per_s
+             (down after {} failures), leader probing every {} ms, {} writes/s through the gateway",
+            o.replicas,
+            o.down_after_ms,
+            o.probe_interval_ms,
+            o.fail_after,
+            o.failover_tick_ms,
+            o.writes_per_s
         )?;
         writeln!(
             f,
@@ -182,9 +190,10 @@ impl Drill {
         }
         let root = unique_root();
         let keys = tempfile::tempdir().expect("a temporary directory");
+        let tick = options.failover_tick_ms;
         let control_plane = platform::control_plane_with(&zk, &root, keys.path(), |c| {
-            c.failover.tick_ms = 100;
-            c.failover.probe_timeout_ms = 200;
+            c.failover.tick_ms = tick;
+            c.failover.probe_timeout_ms = tick * 2;
             c.background.tick_ms = 100;
             c.usage.sample_interval_ms = 0;
         })
