@@ -22,6 +22,8 @@ pub struct Monitor {
     instance: Instance,
     agent: String,
     interval: Duration,
+    /// `heartbeat_interval_ms`, written into every record.
+    heartbeat_ms: u64,
     prober: Prober,
     health: Hysteresis,
     policy: PublishPolicy,
@@ -49,6 +51,7 @@ impl Monitor {
             instance: instance.clone(),
             agent: config.id.clone(),
             interval: Duration::from_millis(config.probe_interval_ms),
+            heartbeat_ms: config.heartbeat_interval_ms,
             prober: Prober::new(instance, Duration::from_millis(config.probe_timeout_ms))?,
             health: Hysteresis::new(config.fail_after, config.recover_after),
             policy: PublishPolicy::new(Duration::from_millis(config.heartbeat_interval_ms)),
@@ -135,6 +138,7 @@ impl Monitor {
             agent: self.agent.clone(),
             up,
             reported_at_ms: larder_registry::now_ms(),
+            heartbeat_ms: self.heartbeat_ms,
             ..NodeHealth::default()
         };
         if let Some(Sample { latency_us, info }) = &self.last {

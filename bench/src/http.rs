@@ -111,9 +111,32 @@ impl Connection {
         })
     }
 
+    /// Connects, and returns with the connection a second handle on the same socket for
+    /// writing from another thread (the open-loop pacer), so requests leave at their
+    /// intended time without waking the task that reads the answers.
+    pub async fn connect_split(authority: &str) -> io::Result<(Connection, std::net::TcpStream)> {
+        let stream = TcpStream::connect(authority).await?;
+        stream.set_nodelay(true)?;
+        let std_stream = stream.into_std()?;
+        let writer = std_stream.try_clone()?;
+        let stream = TcpStream::from_std(std_stream)?;
+        Ok((
+            Connection {
+                stream,
+                buf: Vec::with_capacity(8 * 1024),
+            },
+            writer,
+        ))
+    }
+
     /// Sends `request` and reads the whole response.
     pub async fn exchange(&mut self, request: &[u8]) -> io::Result<Answer> {
         self.stream.write_all(request).await?;
+        self.read_response().await
+    }
+
+    /// Reads one whole response.
+    pub async fn read_response(&mut self) -> io::Result<Answer> {
         self.buf.clear();
         let (status, head_len, framing, close) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 48];

@@ -29,12 +29,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        // The servers under test share the machine's 2 cores with the generator.
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("cannot start the runtime");
+    let runtime = match cli.command {
+        // The open-loop generator reads its answers on one thread: on cores it shares
+        // with the servers it measures, a second worker would mostly add wake-ups.
+        Command::Openloop(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+    }
+    .enable_all()
+    .build()
+    .expect("cannot start the runtime");
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Openloop(args) => openloop::run(args).await?.emit(&args.label),

@@ -41,15 +41,18 @@ fn default_region() -> String {
     "local".into()
 }
 
-/// A deployment's health as the agents report it.
+/// A deployment's health as the agents report it; `reasons` says why it is not `ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
-    /// Every reported node is up and a master is among them.
+    /// The master is up and every other node is up and replicating it (Redis Cluster:
+    /// every reported node is up).
     Ok,
-    /// A master is up, some other node is not.
+    /// The master is up; something else is off (a replica down, unreported or astray, a
+    /// stale report).
     Degraded,
-    /// No master is up.
+    /// The master is reported down, or unreported and seen by no replica (Redis Cluster:
+    /// no master is up).
     Down,
     /// No agent reports on it.
     Unknown,

@@ -157,6 +157,9 @@ pub struct Replication {
     pub link_up: Option<bool>,
     /// What a replica has applied, or what a master has produced.
     pub offset: u64,
+    /// For a master: it was a replica until promoted (`second_repl_offset` set), so it
+    /// holds the deployment's data; a master that never was one may have restarted empty.
+    pub promoted: bool,
 }
 
 /// Parses `INFO replication`.
@@ -180,6 +183,7 @@ pub fn parse_replication(info: &str) -> Replication {
             "master_link_status" => r.link_up = Some(value == "up"),
             "slave_repl_offset" => slave_offset = value.parse().ok(),
             "master_repl_offset" => master_offset = value.parse().unwrap_or_default(),
+            "second_repl_offset" => r.promoted = value.parse::<i64>().is_ok_and(|o| o >= 0),
             _ => {}
         }
     }
@@ -194,12 +198,15 @@ pub fn parse_replication(info: &str) -> Replication {
         Role::Replica => slave_offset.unwrap_or_default(),
         _ => master_offset,
     };
+    r.promoted &= r.role == Role::Master;
     r
 }
 
 /// The node to promote among the replicas that answered: refused when any of them still
-/// has its link to `old_master` up; otherwise the highest offset, then one already
-/// master (promoted by an interrupted failover), then the order given.
+/// has its link to `old_master` up; otherwise, among the replicas and the masters that
+/// were promoted from a replica (by an interrupted failover), the highest offset, then
+/// one already master, then the order given. A master that never was a replica (a
+/// member restarted empty) is never chosen.
 pub fn choose(old_master: &str, answers: &[(String, Replication)]) -> Result<String, String> {
     if let Some((endpoint, _)) = answers.iter().find(|(_, r)| {
         r.role == Role::Replica
@@ -215,10 +222,10 @@ pub fn choose(old_master: &str, answers: &[(String, Replication)]) -> Result<Str
     answers
         .iter()
         .enumerate()
-        .filter(|(_, (_, r))| r.role != Role::Unknown)
+        .filter(|(_, (_, r))| r.role == Role::Replica || r.promoted)
         .max_by_key(|(i, (_, r))| (r.offset, r.role == Role::Master, std::cmp::Reverse(*i)))
         .map(|(_, (endpoint, _))| endpoint.clone())
-        .ok_or_else(|| "no replica answers".into())
+        .ok_or_else(|| "no replica with the deployment's data answers".into())
 }
 
 /// `REPLICAOF host port`, or `REPLICAOF NO ONE` for `None`.
@@ -892,12 +899,19 @@ mod tests {
                 master: Some("127.0.0.1:6379".into()),
                 link_up: Some(false),
                 offset: 1_048_690,
+                promoted: false,
             }
         );
-        let master = parse_replication("role:master\nconnected_slaves:0\nmaster_repl_offset:42\n");
+        let master = parse_replication(
+            "role:master\nconnected_slaves:0\nmaster_repl_offset:42\nsecond_repl_offset:-1\n",
+        );
         assert_eq!(master.role, Role::Master);
         assert_eq!(master.offset, 42);
         assert_eq!(master.master, None);
+        assert!(!master.promoted, "started as a master");
+        let promoted =
+            parse_replication("role:master\nmaster_repl_offset:900\nsecond_repl_offset:871\n");
+        assert!(promoted.promoted, "promoted from a replica at offset 871");
         assert_eq!(
             parse_replication("master_host:::1\nmaster_port:7\n")
                 .master
@@ -912,6 +926,7 @@ mod tests {
             master: Some("m:1".into()),
             link_up: Some(link),
             offset,
+            promoted: false,
         }
     }
 
@@ -929,14 +944,29 @@ mod tests {
         );
         // One promoted by an interrupted failover wins a tie: promoting it again is a no-op.
         let mut with_master = answers.clone();
-        with_master[2].1.role = Role::Master;
-        with_master[2].1.link_up = None;
+        with_master[2].1 = Replication {
+            role: Role::Master,
+            master: None,
+            link_up: None,
+            offset: 250,
+            promoted: true,
+        };
         assert_eq!(choose("m:1", &with_master).unwrap(), "r:3");
+        // A member that is master without ever having been a replica (restarted empty)
+        // is no candidate, whatever its offset.
+        let mut restarted = answers.clone();
+        restarted[0].1 = Replication {
+            role: Role::Master,
+            offset: 9_999,
+            ..Replication::default()
+        };
+        assert_eq!(choose("m:1", &restarted).unwrap(), "r:2");
         assert!(
-            choose("m:1", &[])
+            choose("m:1", &restarted[..1])
                 .unwrap_err()
-                .contains("no replica answers")
+                .contains("no replica with the deployment's data answers")
         );
+        assert!(choose("m:1", &[]).is_err());
     }
 
     #[test]

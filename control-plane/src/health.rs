@@ -10,7 +10,8 @@
 //! - **standalone**: `down` when the registered master is reported down, or has no
 //!   report and no replica sees it; `degraded` when the master is up and anything else
 //!   is off (a replica down, unreported, following another master, with its link down,
-//!   a second node claiming to be master, a report gone stale); `ok` otherwise.
+//!   a second node claiming to be master, a report older than three of its agent's
+//!   heartbeats and a minute); `ok` otherwise.
 //! - **cluster** (Redis Cluster): `down` when no reported node is an up master;
 //!   `degraded` when some reported node is down or stale.
 //! - `unknown` when no agent reports on the deployment at all.
@@ -22,10 +23,16 @@ use larder_registry::model::{Cluster, NodeHealth, Role, Topology};
 
 use crate::api::HealthStatus;
 
-/// A report older than this is treated as stale: the agent is alive (its session holds
-/// the znode) but has stopped publishing. Agents re-publish at least every
-/// `heartbeat_interval_ms` (10 s by default), so this allows several missed heartbeats.
+/// A report is stale when it is older than three of its agent's heartbeats (the record
+/// says how often the agent re-writes it; 10 s by default) and at least this: the agent
+/// is alive (its session holds the znode) but has stopped publishing. Also the bound
+/// for a record that does not say.
 pub const STALE_REPORT_MS: u64 = 60_000;
+
+/// How old `report` may get before it is stale, ms.
+fn stale_after_ms(report: &NodeHealth) -> u64 {
+    report.heartbeat_ms.saturating_mul(3).max(STALE_REPORT_MS)
+}
 
 /// The health of one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +54,7 @@ pub fn same_endpoint(a: &str, b: &str) -> bool {
 
 fn age_s(report: &NodeHealth, now_ms: u64) -> Option<u64> {
     let age = now_ms.checked_sub(report.reported_at_ms)?;
-    (report.reported_at_ms > 0 && age > STALE_REPORT_MS).then_some(age / 1000)
+    (report.reported_at_ms > 0 && age > stale_after_ms(report)).then_some(age / 1000)
 }
 
 fn find<'a>(nodes: &'a [NodeHealth], endpoint: &str) -> Option<&'a NodeHealth> {
@@ -358,6 +365,12 @@ mod tests {
         assert!(a.reasons[0].contains("65 s old"), "{a:?}");
         assert_eq!(a.warnings.len(), 1);
         assert!(a.warnings[0].contains("CVE-2025-49844"));
+        // An agent that says it re-writes only every 5 minutes is not stale at 65 s.
+        let mut quiet = replica("r:1", "m:1", true);
+        quiet.reported_at_ms = NOW - STALE_REPORT_MS - 5_000;
+        quiet.heartbeat_ms = 300_000;
+        let a = assess(&c, &[master("m:1", true), quiet], NOW);
+        assert_eq!(a.status, HealthStatus::Ok, "{a:?}");
     }
 
     #[test]

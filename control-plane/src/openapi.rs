@@ -164,6 +164,8 @@ pub mod model {
         pub vulnerable_lua: bool,
         pub uptime_s: u64,
         pub reported_at_ms: u64,
+        /// How often the agent re-writes an unchanged record, ms (0: not said).
+        pub heartbeat_ms: u64,
     }
 
     /// Lifecycle of a namespace.

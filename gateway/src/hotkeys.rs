@@ -14,6 +14,10 @@ use bytes::Bytes;
 
 /// Counters per namespace and window.
 pub const K: usize = 64;
+/// One request in this many is counted (chosen at random), and counts are scaled back
+/// up: a hot key is seen often enough either way, and the namespace's lock is taken by
+/// an eighth of the requests only.
+pub const SAMPLE_EVERY: u32 = 8;
 /// Length of one window.
 pub const WINDOW: Duration = Duration::from_secs(5);
 
@@ -78,14 +82,45 @@ pub struct HotKey {
 }
 
 /// Top-K summaries of every namespace.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HotKeys {
     namespaces: RwLock<HashMap<Arc<str>, Arc<Mutex<Windows>>>>,
+    sample_every: u32,
+}
+
+impl Default for HotKeys {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+thread_local! {
+    static SAMPLER: std::cell::Cell<u32> = std::cell::Cell::new(0x9e37_79b9 ^ (std::process::id() | 1));
+}
+
+/// A cheap per-thread pseudo-random draw (xorshift32).
+fn draw() -> u32 {
+    SAMPLER.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        s.set(x);
+        x
+    })
 }
 
 impl HotKeys {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_sampling(SAMPLE_EVERY)
+    }
+
+    /// Counts one request in `every` (1 counts all).
+    pub fn with_sampling(every: u32) -> Self {
+        Self {
+            namespaces: RwLock::default(),
+            sample_every: every.max(1),
+        }
     }
 
     fn windows(&self, ns: &str, now: Instant) -> Arc<Mutex<Windows>> {
@@ -110,8 +145,11 @@ impl HotKeys {
             .clone()
     }
 
-    /// Counts one request for `key`.
+    /// Counts one request for `key` (sampled).
     pub fn record(&self, ns: &str, key: &[u8]) {
+        if self.sample_every > 1 && !draw().is_multiple_of(self.sample_every) {
+            return;
+        }
         self.record_at(ns, key, Instant::now());
     }
 
@@ -133,7 +171,7 @@ impl HotKeys {
         w.rotate(now);
         let count = w.current.counts.get(key).copied().unwrap_or(0)
             + w.previous.counts.get(key).copied().unwrap_or(0);
-        count as f64 / span(&w, now)
+        (count * u64::from(self.sample_every)) as f64 / span(&w, now)
     }
 
     /// The namespace's hottest keys, hottest first, at most `limit`.
@@ -154,7 +192,7 @@ impl HotKeys {
             .into_iter()
             .map(|(k, c)| HotKey {
                 key: crate::routes::list::ListedKey::new(k),
-                rate: c as f64 / secs,
+                rate: (c * u64::from(self.sample_every)) as f64 / secs,
             })
             .collect();
         keys.sort_by(|a, b| b.rate.total_cmp(&a.rate));
@@ -183,7 +221,7 @@ mod tests {
 
     #[test]
     fn finds_the_hot_keys_among_many_cold_ones() {
-        let h = HotKeys::new();
+        let h = HotKeys::with_sampling(1);
         let t0 = Instant::now();
         for i in 0..20_000u32 {
             h.record_at("ns", format!("cold-{i}").as_bytes(), t0);
@@ -206,7 +244,7 @@ mod tests {
 
     #[test]
     fn the_window_slides() {
-        let h = HotKeys::new();
+        let h = HotKeys::with_sampling(1);
         let t0 = Instant::now();
         for _ in 0..100 {
             h.record_at("ns", b"k", t0);
@@ -222,7 +260,7 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded() {
-        let h = HotKeys::new();
+        let h = HotKeys::with_sampling(1);
         let t0 = Instant::now();
         for i in 0..100_000u32 {
             h.record_at("ns", &i.to_be_bytes(), t0);

@@ -11,8 +11,12 @@
 //!
 //! Memory is bounded by bytes and by entries: each entry weighs at least
 //! `max_bytes / max_entries`, so no more than `max_entries` fit in `max_bytes`.
+//!
+//! Entries are found by a hash of namespace and key and carry both, so a lookup on the
+//! hot path allocates nothing; a hash collision is a miss, never a wrong value.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -20,22 +24,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moka::sync::Cache;
 
-/// A cached raw value (the stored layout of [`crate::value`]).
+/// A cached raw value (the stored layout of [`crate::value`]) and what it is for.
 #[derive(Debug)]
 struct Entry {
+    ns: Box<str>,
+    key: Box<[u8]>,
     raw: Bytes,
     ttl: Duration,
 }
 
 struct Expiry;
 
-impl moka::Expiry<(Arc<str>, Bytes), Arc<Entry>> for Expiry {
-    fn expire_after_create(
-        &self,
-        _: &(Arc<str>, Bytes),
-        entry: &Arc<Entry>,
-        _: Instant,
-    ) -> Option<Duration> {
+impl moka::Expiry<u64, Arc<Entry>> for Expiry {
+    fn expire_after_create(&self, _: &u64, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
         Some(entry.ttl)
     }
 }
@@ -46,7 +47,8 @@ pub struct Ticket(u64);
 
 /// Near-cached values of every namespace.
 pub struct NearCache {
-    cache: Cache<(Arc<str>, Bytes), Arc<Entry>>,
+    cache: Cache<u64, Arc<Entry>>,
+    hasher: RandomState,
     generations: RwLock<HashMap<Arc<str>, Arc<AtomicU64>>>,
 }
 
@@ -55,16 +57,24 @@ impl NearCache {
         let floor = (max_bytes / max_entries.max(1)).max(1);
         let cache = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(move |k: &(Arc<str>, Bytes), v: &Arc<Entry>| {
-                let bytes = (k.0.len() + k.1.len() + v.raw.len() + 64) as u64;
+            .weigher(move |_: &u64, v: &Arc<Entry>| {
+                let bytes = (v.ns.len() + v.key.len() + v.raw.len() + 64) as u64;
                 bytes.max(floor).min(u64::from(u32::MAX)) as u32
             })
             .expire_after(Expiry)
             .build();
         Self {
             cache,
+            hasher: RandomState::new(),
             generations: RwLock::new(HashMap::new()),
         }
+    }
+
+    fn slot(&self, ns: &str, key: &[u8]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        ns.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
     }
 
     fn generation(&self, ns: &str) -> Arc<AtomicU64> {
@@ -83,7 +93,8 @@ impl NearCache {
     /// A cached value of `key`, if one is held (entries expire at their bound).
     pub fn get(&self, ns: &str, key: &[u8]) -> Option<Bytes> {
         self.cache
-            .get(&(Arc::from(ns), Bytes::copy_from_slice(key)))
+            .get(&self.slot(ns, key))
+            .filter(|e| &*e.ns == ns && &*e.key == key)
             .map(|e| e.raw.clone())
     }
 
@@ -99,14 +110,19 @@ impl NearCache {
         if generation.load(Ordering::Acquire) != ticket.0 || ttl.is_zero() {
             return;
         }
+        let slot = self.slot(ns, key);
         self.cache.insert(
-            (Arc::from(ns), Bytes::copy_from_slice(key)),
-            Arc::new(Entry { raw, ttl }),
+            slot,
+            Arc::new(Entry {
+                ns: ns.into(),
+                key: key.into(),
+                raw,
+                ttl,
+            }),
         );
         // A write may have landed between the check and the insert: undo then.
         if generation.load(Ordering::Acquire) != ticket.0 {
-            self.cache
-                .invalidate(&(Arc::from(ns), Bytes::copy_from_slice(key)));
+            self.cache.invalidate(&slot);
         }
     }
 
@@ -114,8 +130,7 @@ impl NearCache {
     /// flight from filling it with what they fetched before.
     pub fn invalidate(&self, ns: &str, key: &[u8]) {
         self.generation(ns).fetch_add(1, Ordering::AcqRel);
-        self.cache
-            .invalidate(&(Arc::from(ns), Bytes::copy_from_slice(key)));
+        self.cache.invalidate(&self.slot(ns, key));
     }
 
     /// Entries held (approximate; for metrics).

@@ -97,6 +97,9 @@ pub struct NodeHealth {
     pub vulnerable_lua: bool,
     pub uptime_s: u64,
     pub reported_at_ms: u64,
+    /// The longest the agent goes without re-writing an unchanged record, ms (0: not
+    /// said); readers tell a stuck agent from a quiet one by it.
+    pub heartbeat_ms: u64,
 }
 
 impl Record for NodeHealth {

@@ -8,14 +8,36 @@ use axum::http::{HeaderName, Request, header};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 /// The header carrying a request's id, taken from the client when it sends one and
-/// generated (a UUID v4) when it does not; every response carries it back.
+/// generated when it does not; every response carries it back.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request ids unique across processes without a system call per request: a random
+/// per-process prefix (drawn once) and a counter. A UUID v4 per request costs a
+/// `getrandom` call on the hot path.
+#[derive(Clone, Copy, Default)]
+pub struct RequestIds;
+
+static PROCESS_PREFIX: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{n:x}", *PROCESS_PREFIX);
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(RequestId::new)
+    }
+}
 
 /// Wraps every route of `router` (the fallback included) in the shared layers, outermost
 /// first:
@@ -37,7 +59,7 @@ pub fn layers(router: Router) -> Router {
                 header::PROXY_AUTHORIZATION,
                 header::COOKIE,
             ]))
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds))
             .layer(TraceLayer::new_for_http().make_span_with(request_span))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
     )

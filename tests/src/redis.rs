@@ -263,7 +263,8 @@ impl Drop for Redis {
     }
 }
 
-/// A Redis Cluster of masters without replicas, all slots assigned.
+/// A Redis Cluster of masters, all slots assigned; replicas join with
+/// [`RedisCluster::add_replica`].
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<Redis>,
@@ -312,6 +313,82 @@ impl RedisCluster {
         let cluster = RedisCluster { nodes };
         cluster.wait_until_ok().await;
         cluster
+    }
+
+    /// Starts one more cluster node, joins it as a replica of node `of` and waits until
+    /// its replication link is up and every node reports `cluster_state:ok`. Returns its
+    /// index. With a replica, the cluster fails `of` over by itself when it dies.
+    pub async fn add_replica(&mut self, of: usize) -> usize {
+        let extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+            "--cluster-port",
+            &free_port().to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let replica = Redis::start_with(extra).await;
+        let master = &self.nodes[of];
+        let master_id: String = master
+            .query(redis::cmd("CLUSTER").arg("MYID"))
+            .await
+            .unwrap_or_else(|e| panic!("CLUSTER MYID on {}: {e}", master.address()));
+        // The bus port is not the default port + 10000 here: MEET must name it.
+        let bus: Vec<String> = master
+            .query(redis::cmd("CONFIG").arg("GET").arg("cluster-port"))
+            .await
+            .unwrap_or_else(|e| panic!("CONFIG GET cluster-port on {}: {e}", master.address()));
+        let bus = bus.get(1).cloned().unwrap_or_default();
+        let () = replica
+            .query(
+                redis::cmd("CLUSTER")
+                    .arg("MEET")
+                    .arg("127.0.0.1")
+                    .arg(master.port)
+                    .arg(&bus),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("CLUSTER MEET from {}: {e}", replica.address()));
+        let started = Instant::now();
+        // REPLICATE needs the master known to the new node first.
+        loop {
+            let replicated: redis::RedisResult<()> = replica
+                .query(redis::cmd("CLUSTER").arg("REPLICATE").arg(&master_id))
+                .await;
+            if replicated.is_ok() {
+                break;
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "CLUSTER REPLICATE on {}: {replicated:?}",
+                replica.address()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        loop {
+            if replica
+                .info("replication")
+                .await
+                .is_ok_and(|info| info.contains("master_link_status:up"))
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "cluster replica {} did not sync with {}\n{}",
+                replica.address(),
+                master.address(),
+                replica.log_tail(30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.nodes.push(replica);
+        self.wait_until_ok().await;
+        self.nodes.len() - 1
     }
 
     /// `127.0.0.1:<port>` of every node.

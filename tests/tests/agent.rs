@@ -469,6 +469,10 @@ async fn the_agent_flags_redis_versions_with_the_lua_cves() {
     .await;
     let report = reader.report(&address).await.expect("a report");
     assert_eq!(report.redis_version, version);
+    assert_eq!(
+        report.heartbeat_ms, 10_000,
+        "the record says how often it is re-written"
+    );
     assert_eq!(report.vulnerable_lua, expected, "{report:?}");
     let text = scrape(&agent.url).await;
     assert_eq!(

@@ -69,7 +69,7 @@ async fn failover_kill_9_of_the_master_under_writes_promotes_a_replica_and_the_o
     assert_eq!(figures.epoch, 2);
     assert!(replicas.contains(&figures.new_master), "{figures}");
     let cluster = drill.cluster().await;
-    assert_eq!(cluster.endpoints, [figures.new_master.clone()]);
+    assert_eq!(cluster.endpoints, std::slice::from_ref(&figures.new_master));
     let mut members = cluster.replicas.clone();
     members.sort();
     let mut expected: Vec<String> = drill
@@ -458,4 +458,182 @@ async fn failover_waits_while_the_control_plane_is_cut_off_from_zookeeper() {
     )
     .await;
     assert_eq!(replication(&f.nodes[1]).await.0, "master");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_of_a_redis_cluster_is_followed_by_the_gateway_and_reported() {
+    use larder_control_plane::api::{CreateNamespace, IssueToken};
+    use larder_registry::auth::Permission;
+    use larder_tests::RedisCluster;
+
+    larder_tests::init_tracing();
+    let zk = ZooKeeper::start().await;
+    let mut shards = RedisCluster::start(3).await;
+    let replica = shards.add_replica(0).await;
+    let root = unique_root();
+    let keys = tempfile::tempdir().unwrap();
+    let cp = platform::control_plane_with(&zk, &root, keys.path(), |c| {
+        c.failover.tick_ms = 100;
+        c.usage.sample_interval_ms = 0;
+    })
+    .await;
+    let admin = platform::admin(&cp, keys.path());
+    admin
+        .register_cluster(&RegisterCluster {
+            name: "shards".into(),
+            topology: Topology::Cluster,
+            endpoints: shards.addresses(),
+            replicas: vec![],
+            region: "local".into(),
+            capacity_bytes: 1 << 30,
+            down_after_ms: None,
+        })
+        .await
+        .expect("the Redis Cluster registers");
+    let instances: Vec<(&str, String)> = shards
+        .addresses()
+        .into_iter()
+        .map(|a| ("shards", a))
+        .collect();
+    let agent = platform::agent_with(&zk, &root, &instances, |c| {
+        c.probe_interval_ms = 100;
+        c.probe_timeout_ms = 80;
+        c.fail_after = 2;
+    })
+    .await;
+    admin
+        .create_namespace(&CreateNamespace {
+            name: "shop".into(),
+            owner: "team-shop".into(),
+            cluster: Some("shards".into()),
+            region: None,
+            limits: None,
+            near_cache: None,
+        })
+        .await
+        .expect("a namespace");
+    let token = admin
+        .issue_token(
+            "shop",
+            &IssueToken {
+                subject: "shop".into(),
+                permissions: vec![Permission::Read, Permission::Write],
+                ttl_s: Some(600),
+            },
+        )
+        .await
+        .expect("a token")
+        .token;
+    let gw = platform::gateway(&zk, &root).await;
+    eventually(Duration::from_secs(15), "the deployment is ok", || async {
+        admin
+            .cluster("shards")
+            .await
+            .is_ok_and(|c| c.status == HealthStatus::Ok && c.nodes.len() == 4)
+    })
+    .await;
+
+    let http = reqwest::Client::new();
+    let key_url = |i: usize| format!("{}/v1/namespaces/shop/keys/k-{i}", gw.url);
+    // Forty keys spread over the slots of every master, replicated before the kill.
+    let write_all = |round: usize| {
+        let http = http.clone();
+        let token = token.clone();
+        async move {
+            let mut ok = true;
+            for i in 0..40 {
+                let status = http
+                    .put(key_url(i))
+                    .bearer_auth(&token)
+                    .body(format!("{round}-{i}"))
+                    .timeout(Duration::from_secs(3))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16());
+                ok &= status.is_ok_and(|s| s == 204);
+            }
+            ok
+        }
+    };
+    assert!(write_all(1).await, "every write succeeds before the kill");
+    let acked: i64 = shards
+        .node(0)
+        .query(redis::cmd("WAIT").arg(1).arg(5_000))
+        .await
+        .expect("WAIT");
+    assert_eq!(acked, 1);
+
+    // The cluster replaces the dead master by itself; the gateway's cluster client
+    // follows it, and the control plane reports it.
+    let replica_address = shards.node(replica).address();
+    shards.kill_node(0);
+    eventually(
+        Duration::from_secs(30),
+        "every key is writable again through the gateway",
+        || write_all(2),
+    )
+    .await;
+    for i in 0..40 {
+        let body = http
+            .get(key_url(i))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, format!("2-{i}"));
+    }
+    assert_eq!(replication(shards.node(replica)).await.0, "master");
+    eventually(
+        Duration::from_secs(10),
+        "the control plane counted the failover",
+        || async { metric(&cp.url, "larder_cp_failovers_total{cluster=\"shards\"}").await == 1.0 },
+    )
+    .await;
+    let audit = admin
+        .audit(&AuditQuery {
+            action: Some("cluster.failover".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("the audit trail");
+    assert!(
+        audit
+            .items
+            .iter()
+            .any(|r| r.entry.target == "cluster/shards"
+                && r.entry
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains(&replica_address))),
+        "{:?}",
+        audit.items
+    );
+    let view = admin.cluster("shards").await.expect("the deployment");
+    assert_eq!(view.status, HealthStatus::Degraded, "{view:?}");
+    assert!(
+        view.reasons
+            .iter()
+            .any(|r| r.contains(&shards.node(0).address())),
+        "{:?}",
+        view.reasons
+    );
+
+    // The old master returns as a replica (Redis Cluster's own doing); all is well again.
+    shards.restart_node(0).await;
+    eventually(
+        Duration::from_secs(15),
+        "the deployment is ok again",
+        || async {
+            admin
+                .cluster("shards")
+                .await
+                .is_ok_and(|c| c.status == HealthStatus::Ok && c.nodes.len() == 4)
+        },
+    )
+    .await;
+    assert_eq!(replication(shards.node(0)).await.0, "slave");
+    agent.stop().await.expect("the agent stops");
 }

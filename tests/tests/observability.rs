@@ -458,8 +458,22 @@ async fn every_service_returns_a_request_id() {
             .send()
             .await
             .unwrap();
-        let id = generated.headers()["x-request-id"].to_str().unwrap();
-        assert_eq!(id.len(), 36, "{}: a UUID: {id}", service.url);
+        let id = generated.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let again = running
+            .http
+            .get(format!("{}/healthz", service.url))
+            .send()
+            .await
+            .unwrap();
+        let next = again.headers()["x-request-id"].to_str().unwrap();
+        assert!(
+            id.len() >= 14 && id != next,
+            "{}: generated ids are unique: {id} {next}",
+            service.url
+        );
         let echoed = running
             .http
             .get(format!("{}/no/such/route", service.url))

@@ -161,8 +161,16 @@ pub async fn get(
     let miss = |state: &AppState| state.metrics.misses.with_label_values(&[ns]).inc();
     state.hot.record(ns, &key);
     let Some(lease_ms) = params.lease else {
-        // The near cache, when the namespace's policy asks for it for this key.
-        let near = match access.namespace.value.near_cache {
+        // The near cache first (a hit needs no hot-key check: only keys found hot were
+        // put there under `auto`), then whether this read may fill it.
+        let policy = access.namespace.value.near_cache;
+        if policy != NearCachePolicy::Off
+            && let Some(raw) = state.near.get(ns, &key)
+        {
+            state.metrics.near_hits(ns);
+            return value_response(&state, ns, &headers, raw);
+        }
+        let near = match policy {
             NearCachePolicy::Off => None,
             NearCachePolicy::On { max_staleness_ms } => Some(max_staleness_ms),
             NearCachePolicy::Auto {
@@ -172,12 +180,6 @@ pub async fn get(
                 (state.hot.rate(ns, &key) >= f64::from(min_rate_per_s)).then_some(max_staleness_ms)
             }
         };
-        if near.is_some()
-            && let Some(raw) = state.near.get(ns, &key)
-        {
-            state.metrics.near_hits(ns);
-            return value_response(&state, ns, &headers, raw);
-        }
         let ticket = state.near.ticket(ns);
         let raw: Option<Bytes> = state
             .backends
