@@ -28,7 +28,7 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{Connection, Target, parse_header, request_bytes};
-use crate::proc::{CpuSample, per_10k};
+use crate::proc::{CpuSample, NamedPid, per_10k};
 use crate::record::{Kind, Label, Record};
 use crate::stats::Latency;
 
@@ -181,7 +181,13 @@ pub async fn run(args: &Args) -> anyhow::Result<Record> {
     });
     let total = ((args.warmup + args.duration) * args.rate).round() as u64;
 
-    let cpu_before = CpuSample::take(&args.label.pids)?;
+    // The generator's own CPU is reported too: it shares the cores with the servers.
+    let mut pids = args.label.pids.clone();
+    pids.push(NamedPid {
+        name: "generator".into(),
+        pid: std::process::id(),
+    });
+    let cpu_before = CpuSample::take(&pids)?;
     let cancel = CancellationToken::new();
     let tasks: Vec<_> = readers
         .into_iter()
@@ -207,7 +213,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Record> {
     for t in tasks {
         tally.merge(t.await?);
     }
-    let cpu = CpuSample::take(&args.label.pids)?.since(&cpu_before);
+    let cpu = CpuSample::take(&pids)?.since(&cpu_before);
     for slot in &shared.slots {
         if let SlotState::InFlight(intended) = lock(slot).state
             && shared.recorded(intended)

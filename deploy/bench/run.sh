@@ -14,10 +14,12 @@
 # docs/performance.md.
 #
 #   ./deploy/bench/run.sh [--repeats N] [--duration S] [--quick] [--no-build] [--no-scale]
-#                         [--no-profile] [--no-doc] [--keep]
+#                         [--no-profile] [--no-doc] [--no-renice] [--keep]
 #
-# --quick: 1 repeat of 3 s, no scale run (a smoke test; not for the docs).
-# --keep:  leave the platform and Webdis running afterwards.
+# --quick:     1 repeat of 3 s, no scale run (a smoke test; not for the docs).
+# --no-renice: do not raise the priority (nice -5) of the measured servers, Redis and
+#              the load generators over other work on a shared machine.
+# --keep:      leave the platform and Webdis running afterwards.
 #
 # The platform runs as its own instance of deploy/local/up.sh (state in
 # .larder/bench/platform, ports: ZooKeeper 2281, Redis 6479/6480 and 7101-7103, control
@@ -48,6 +50,7 @@ build=yes
 scale=yes
 profile=yes
 doc=yes
+renice=yes
 keep=no
 while [ $# -gt 0 ]; do
     case $1 in
@@ -58,8 +61,9 @@ while [ $# -gt 0 ]; do
         --no-scale) scale=no ;;
         --no-profile) profile=no ;;
         --no-doc) doc=no ;;
+        --no-renice) renice=no ;;
         --keep) keep=yes ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
     shift
@@ -82,7 +86,16 @@ if [ "$build" = yes ]; then
     (cd "$ROOT" && cargo build --quiet --release --bins)
 fi
 [ -x "$BIN/larder-bench" ] || die "$BIN/larder-bench is missing; run without --no-build"
-bench() { "$BIN/larder-bench" "$@"; }
+NICE=()
+[ "$renice" = yes ] && NICE=(nice -n -5)
+bench() { "${NICE[@]}" "$BIN/larder-bench" "$@"; }
+# set_nice VALUE PID...: every thread of each process (Linux priorities are per thread).
+set_nice() {
+    local value=$1 pid; shift
+    for pid in "$@"; do
+        renice -n "$value" -p $(ls "/proc/$pid/task" 2>/dev/null) >/dev/null 2>&1 || true
+    done
+}
 
 # ----- platform and Webdis, torn down on exit unless they were up before -------------
 
@@ -91,6 +104,9 @@ is_running gateway && platform_was_up=yes
 webdis_started=no
 cleanup() {
     local status=$?
+    if [ "$renice" = yes ] && [ -n "${GW_PID:-}" ]; then
+        set_nice 0 "$GW_PID" "$REDIS_PID" ${WD_PID:+"$WD_PID"}
+    fi
     if [ "$keep" = no ]; then
         if [ "$webdis_started" = yes ] && [ -f "$WEBDIS_PIDFILE" ]; then
             local pid; pid=$(cat "$WEBDIS_PIDFILE")
@@ -197,6 +213,10 @@ got=$(curl -fsS -H "Authorization: Bearer $BENCH_TOKEN" "$GW/v1/namespaces/bench
 
 # ----- measurements ----------------------------------------------------------------
 
+# Other work on a shared machine (compilers, tests) competes for the same cores; at a
+# higher priority the measured processes are disturbed less, and alike.
+[ "$renice" = yes ] && set_nice -5 "$GW_PID" "$REDIS_PID" "$WD_PID"
+
 PIDS=(--pid "gateway=$GW_PID" --pid "webdis=$WD_PID" --pid "redis=$REDIS_PID")
 : >"$RUNS"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -295,6 +315,7 @@ bench report --runs "$RUNS" "${report_args[@]}" \
     --command "./deploy/bench/run.sh --repeats $repeats --duration $duration" \
     --note "run started $started_at; load average (1/5/15 min) before: $load_before, after: $load_after (the machine is shared)" \
     --note "$versions; Webdis $THREADS threads, GET as /GET/<key>.txt (raw value), SET as PUT /SET/<key> with the body" \
+    --note "$([ "$renice" = yes ] && echo 'gateway, Webdis, Redis master and the load generators ran at nice -5 (other work at 0)' || echo 'every process at the default priority')" \
     --json "$BENCH_DIR/results.json" --markdown "$BENCH_DIR/results.md"
 say ""
 say "results: $BENCH_DIR/results.json, $BENCH_DIR/results.md$([ "$doc" = yes ] && echo ', docs/performance.md')"

@@ -199,9 +199,12 @@ impl Backends {
                         .iter()
                         .map(|e| format!("redis://{e}/"))
                         .collect();
+                    // Few internal retries: the request deadline bounds the wait, and a
+                    // failure should surface (and rebuild the connection) within it.
                     let client = redis::cluster::ClusterClientBuilder::new(nodes)
                         .connection_timeout(self.connect_timeout)
                         .response_timeout(self.request_timeout)
+                        .retries(2)
                         .build()
                         .map_err(|e| e.to_string())?;
                     let conn = client
@@ -256,9 +259,20 @@ impl Backends {
             cluster: cluster.name.clone(),
             ms: self.request_timeout.as_millis() as u64,
         };
+        // A Redis Cluster whose master died answers its slots with timeouts until the
+        // cluster has promoted a replica; the client's slot map may still name the dead
+        // node then. Dropping the connection after a timeout makes the next request build
+        // a new one from the live seeds, with the current slot map.
+        let rebuild_on_timeout = cluster.topology == Topology::Cluster;
+        let timed_out = |why: &str| {
+            if rebuild_on_timeout {
+                self.evict(cluster, why);
+            }
+            timeout()
+        };
         match tokio::time::timeout(self.request_timeout, work(conn)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.is_timeout() => Err(timeout()),
+            Ok(Err(e)) if e.is_timeout() => Err(timed_out(&e.to_string())),
             Ok(Err(e)) if broken(&e) => {
                 self.evict(cluster, &e.to_string());
                 Err(unavailable(cluster, &e.to_string()))
@@ -267,7 +281,7 @@ impl Backends {
                 cluster: cluster.name.clone(),
                 detail: e.to_string(),
             }),
-            Err(_) => Err(timeout()),
+            Err(_) => Err(timed_out("no answer within the deadline")),
         }
     }
 

@@ -163,11 +163,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        let id = response.headers()[&REQUEST_ID].to_str().unwrap();
-        let dashes: Vec<usize> = id.match_indices('-').map(|(i, _)| i).collect();
+        let id = response.headers()[&REQUEST_ID].to_str().unwrap().to_owned();
+        let again = app()
+            .oneshot(request("/v1/things/1").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let next = again.headers()[&REQUEST_ID].to_str().unwrap();
+        let (prefix, counter) = id.rsplit_once('-').expect("prefix-counter");
         assert!(
-            id.len() == 36 && dashes == [8, 13, 18, 23] && id.as_bytes()[14] == b'4',
-            "a UUID v4 is generated: {id}"
+            prefix.len() == 12 && u64::from_str_radix(counter, 16).is_ok() && id != next,
+            "a unique id is generated: {id}, then {next}"
         );
 
         let response = app()
