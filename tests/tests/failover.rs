@@ -540,7 +540,8 @@ async fn failover_of_a_redis_cluster_is_followed_by_the_gateway_and_reported() {
         let http = http.clone();
         let token = token.clone();
         async move {
-            let mut ok = true;
+            // A pass ends at its first failure, so polling stays quick while the
+            // cluster is still electing; success needs all forty in one pass.
             for i in 0..40 {
                 let status = http
                     .put(key_url(i))
@@ -550,9 +551,11 @@ async fn failover_of_a_redis_cluster_is_followed_by_the_gateway_and_reported() {
                     .send()
                     .await
                     .map(|r| r.status().as_u16());
-                ok &= status.is_ok_and(|s| s == 204);
+                if !status.is_ok_and(|s| s == 204) {
+                    return false;
+                }
             }
-            ok
+            true
         }
     };
     assert!(write_all(1).await, "every write succeeds before the kill");
@@ -567,8 +570,10 @@ async fn failover_of_a_redis_cluster_is_followed_by_the_gateway_and_reported() {
     // follows it, and the control plane reports it.
     let replica_address = shards.node(replica).address();
     shards.kill_node(0);
+    // Redis Cluster elects the replica after its node timeout (2 s here); on a loaded
+    // machine the election itself can take much longer, which is not the gateway's doing.
     eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         "every key is writable again through the gateway",
         || write_all(2),
     )
