@@ -386,6 +386,36 @@ impl RedisCluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // A replica is only elected by masters that know it: the other masters learn of
+        // it by gossip, which can lag behind MEET. Until they do, a dead master stays
+        // failed and its slots unserved.
+        let replica_id: String = replica
+            .query(redis::cmd("CLUSTER").arg("MYID"))
+            .await
+            .unwrap_or_else(|e| panic!("CLUSTER MYID on {}: {e}", replica.address()));
+        let expected = format!("slave {master_id}");
+        for node in &self.nodes {
+            loop {
+                let nodes: String = node
+                    .query(redis::cmd("CLUSTER").arg("NODES"))
+                    .await
+                    .unwrap_or_default();
+                if nodes
+                    .lines()
+                    .any(|l| l.starts_with(&replica_id) && l.contains(&expected))
+                {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < START_TIMEOUT,
+                    "{} does not know replica {} of {}:\n{nodes}",
+                    node.address(),
+                    replica.address(),
+                    master.address()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         self.nodes.push(replica);
         self.wait_until_ok().await;
         self.nodes.len() - 1
