@@ -8,6 +8,8 @@
 //!   request's *intended* send time, so coordinated omission is corrected.
 //! - [`closedloop`]: peak throughput through `wrk` (closed loop).
 //! - [`redisbench`]: `redis-benchmark`, the floor reference.
+//! - [`reference`]: the gateway's HTTP stack (axum, hyper, tokio, the `redis` crate)
+//!   with nothing of the gateway in it, to tell the stack's cost from the gateway's.
 //! - [`scale`]: registry scale figures with real `larder-gateway` processes (start to
 //!   ready and memory with 10,000 namespaces, the apply time of one change, propagation
 //!   of control-plane changes to 3 gateways).
@@ -24,6 +26,7 @@ pub mod openloop;
 pub mod proc;
 pub mod record;
 pub mod redisbench;
+pub mod reference;
 pub mod report;
 pub mod scale;
 pub mod stats;

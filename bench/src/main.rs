@@ -3,7 +3,11 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use larder_bench::{closedloop, openloop, redisbench, report, scale};
+use larder_bench::{closedloop, openloop, redisbench, reference, report, scale};
+
+// The allocator the gateway uses, so the reference server runs on the same stack.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Larder's benchmark and scale harness (see deploy/bench/run.sh for the whole run).
 #[derive(Debug, Parser)]
@@ -21,6 +25,8 @@ enum Command {
     Closedloop(closedloop::Args),
     /// redis-benchmark against Redis, the floor reference.
     RedisBenchmark(redisbench::Args),
+    /// Serve the reference: axum + redis with nothing of the gateway (runs until killed).
+    ReferenceServer(reference::Args),
     /// Registry scale figures with real gateway and control-plane processes.
     Scale(scale::Args),
     /// Median, spread, ratios and targets of a run; JSON, markdown, docs table.
@@ -47,6 +53,7 @@ fn main() -> ExitCode {
             Command::Openloop(args) => openloop::run(args).await?.emit(&args.label),
             Command::Closedloop(args) => closedloop::run(args)?.emit(&args.label),
             Command::RedisBenchmark(args) => redisbench::run(args)?.emit(&args.label),
+            Command::ReferenceServer(args) => reference::run(args).await,
             Command::Scale(args) => {
                 let result = scale::run(args).await?;
                 let text = serde_json::to_string_pretty(&result)?;

@@ -81,6 +81,9 @@ struct Tally {
     latencies_us: Vec<u64>,
     ok: u64,
     answered: u64,
+    /// Answers including those of the warm-up, for CPU per request (CPU is sampled over
+    /// the whole run).
+    handled: u64,
     errors: BTreeMap<String, u64>,
 }
 
@@ -93,6 +96,7 @@ impl Tally {
         self.latencies_us.extend(other.latencies_us);
         self.ok += other.ok;
         self.answered += other.answered;
+        self.handled += other.handled;
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -235,7 +239,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Record> {
     record.errors = tally.errors.values().sum();
     record.error_detail = tally.errors;
     record.latency = Some(Latency::of(tally.latencies_us));
-    record.cpu_s_per_10k = per_10k(&cpu, tally.answered);
+    record.cpu_s_per_10k = per_10k(&cpu, tally.handled);
     record.cpu_s = cpu;
     Ok(record)
 }
@@ -354,6 +358,9 @@ async fn read_answers(
             let recorded = in_flight.filter(|&t| shared.recorded(t));
             match &outcome {
                 Ok(answer) => {
+                    if in_flight.is_some() {
+                        tally.handled += 1;
+                    }
                     if let Some(intended) = recorded {
                         tally.answered += 1;
                         if (200..300).contains(&answer.status) {

@@ -7,7 +7,8 @@
 #   - CPU seconds per 10k requests of the gateway, Webdis and Redis (/proc/<pid>/stat);
 #   - latency, open loop at 50 % and 80 % of Webdis's GET peak (p50/p99/p99.9/max from
 #     each request's intended send time: no coordinated omission);
-#   - a perf profile of the gateway under GET load;
+#   - the same loads on a reference server (axum + the redis crate, nothing else: the
+#     stack's own cost) and a perf profile of the gateway under GET load;
 #   - the scale figures (larder-bench scale): start to ready and memory with 10,000
 #     namespaces, apply time of one change, propagation to 3 gateways.
 # Results: .larder/bench/results.json, .larder/bench/results.md, and the table in
@@ -78,6 +79,8 @@ BIN=$ROOT/target/release
 mkdir -p "$BENCH_DIR/run"
 RUNS=$BENCH_DIR/runs.jsonl
 WEBDIS_PIDFILE=$BENCH_DIR/run/webdis.pid
+REF_PORT=${LARDER_BENCH_REFERENCE_PORT:-7380}
+REF_PIDFILE=$BENCH_DIR/run/reference.pid
 
 ensure_packages curl:curl jq:jq wrk:wrk webdis:webdis redis-benchmark:redis-tools perf:linux-perf
 
@@ -105,7 +108,7 @@ webdis_started=no
 cleanup() {
     local status=$?
     if [ "$renice" = yes ] && [ -n "${GW_PID:-}" ]; then
-        set_nice 0 "$GW_PID" "$REDIS_PID" ${WD_PID:+"$WD_PID"}
+        set_nice 0 "$GW_PID" "$REDIS_PID" ${WD_PID:+"$WD_PID"} ${REF_PID:+"$REF_PID"}
     fi
     if [ "$keep" = no ]; then
         if [ "$webdis_started" = yes ] && [ -f "$WEBDIS_PIDFILE" ]; then
@@ -115,6 +118,12 @@ cleanup() {
             kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
             rm -f "$WEBDIS_PIDFILE"
             say "  webdis: stopped (pid $pid)"
+        fi
+        if [ -f "$REF_PIDFILE" ]; then
+            local ref; ref=$(cat "$REF_PIDFILE")
+            kill -TERM "$ref" 2>/dev/null || true
+            rm -f "$REF_PIDFILE"
+            say "  reference server: stopped (pid $ref)"
         fi
         if [ "$platform_was_up" = no ]; then
             "$ROOT/deploy/local/down.sh" || true
@@ -202,6 +211,24 @@ JSON
     say "  webdis: started (pid $(cat "$WEBDIS_PIDFILE"))"
 fi
 WD_PID=$(cat "$WEBDIS_PIDFILE")
+
+say "reference server (axum + redis crate, nothing else) on 127.0.0.1:$REF_PORT"
+if [ -f "$REF_PIDFILE" ] && kill -0 "$(cat "$REF_PIDFILE")" 2>/dev/null; then
+    say "  reference: already up (pid $(cat "$REF_PIDFILE"))"
+else
+    "$BIN/larder-bench" reference-server --listen "127.0.0.1:$REF_PORT" \
+        --redis "redis://127.0.0.1:$LARDER_REDIS_MASTER_PORT/" >"$BENCH_DIR/reference.log" 2>&1 </dev/null &
+    echo $! >"$REF_PIDFILE"
+    for _ in $(seq 1 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$REF_PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+    (exec 3<>"/dev/tcp/127.0.0.1/$REF_PORT") 2>/dev/null \
+        || die "the reference server did not start; see $BENCH_DIR/reference.log"
+    say "  reference: started (pid $(cat "$REF_PIDFILE"))"
+fi
+REF_PID=$(cat "$REF_PIDFILE")
+REF=http://127.0.0.1:$REF_PORT
 for size in 100 4096; do
     curl -fsS -o /dev/null -X PUT --data-binary "@$BENCH_DIR/value-$size.bin" "$WD/SET/bench-v$size" \
         || die "seeding bench-v$size through Webdis failed"
@@ -215,9 +242,9 @@ got=$(curl -fsS -H "Authorization: Bearer $BENCH_TOKEN" "$GW/v1/namespaces/bench
 
 # Other work on a shared machine (compilers, tests) competes for the same cores; at a
 # higher priority the measured processes are disturbed less, and alike.
-[ "$renice" = yes ] && set_nice -5 "$GW_PID" "$REDIS_PID" "$WD_PID"
+[ "$renice" = yes ] && set_nice -5 "$GW_PID" "$REDIS_PID" "$WD_PID" "$REF_PID"
 
-PIDS=(--pid "gateway=$GW_PID" --pid "webdis=$WD_PID" --pid "redis=$REDIS_PID")
+PIDS=(--pid "gateway=$GW_PID" --pid "webdis=$WD_PID" --pid "reference=$REF_PID" --pid "redis=$REDIS_PID")
 : >"$RUNS"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -227,7 +254,7 @@ closed() { # TARGET OP SIZE REPEAT URL [ARGS...]
     bench closedloop --target "$target" --op "$op" --size "$size" --repeat "$repeat" "${PIDS[@]}" \
         --out "$RUNS" --duration "$duration" --connections "$CONNECTIONS" --threads "$THREADS" \
         --url "$url" "$@" \
-        | jq -r '"  \(.target) \(.op) \(.size) B: \(.rps|floor) req/s, \(.errors) failed, CPU s/10k gateway \(.cpu_s_per_10k.gateway // 0 | .*1000|floor/1000) webdis \(.cpu_s_per_10k.webdis // 0 | .*1000|floor/1000) redis \(.cpu_s_per_10k.redis // 0 | .*1000|floor/1000)"'
+        | jq -r '"  \(.target) \(.op) \(.size) B: \(.rps|floor) req/s, \(.errors) failed, CPU s/10k: \((.target | if . == "near" then "gateway" else . end) as $p | .cpu_s_per_10k[$p] // 0 | .*1000|floor/1000), redis \(.cpu_s_per_10k.redis // 0 | .*1000|floor/1000)"'
     sleep 1
 }
 gw_auth=(--header "Authorization: Bearer $BENCH_TOKEN")
@@ -248,6 +275,9 @@ for repeat in $(seq 1 "$repeats"); do
             --method PUT --body-file "$BENCH_DIR/value-$size.bin"
     done
     closed near get 100 "$repeat" "$GW/v1/namespaces/bench-near/keys/hot" "${near_auth[@]}"
+    closed reference get 100 "$repeat" "$REF/keys/bench-v100"
+    closed reference put 100 "$repeat" "$REF/keys/bench-r100" \
+        --method PUT --body-file "$BENCH_DIR/value-100.bin"
 
     say "repeat $repeat/$repeats: redis-benchmark (floor)"
     for size in 100 4096; do
@@ -283,18 +313,21 @@ report_args=()
 if [ "$profile" = yes ]; then
     say "profiling the gateway under closed-loop GET 100 B (perf record, ${duration}s)"
     perf_data=$BENCH_DIR/perf.data
-    perf record -F 999 -g -p "$GW_PID" -o "$perf_data" -- sleep "$duration" >"$BENCH_DIR/perf-record.log" 2>&1 &
+    # DWARF call graphs: release builds keep no frame pointers. Self time and inclusive
+    # time (profile-children.txt) come from the same samples.
+    perf record -F 499 --call-graph dwarf,16384 -p "$GW_PID" -o "$perf_data" -- sleep "$duration" \
+        >"$BENCH_DIR/perf-record.log" 2>&1 &
     perf_pid=$!
     sleep 0.5
     bench closedloop --target gateway --op get --size 100 --repeat 0 --duration "$duration" \
         --connections "$CONNECTIONS" --threads "$THREADS" --url "$GW/v1/namespaces/bench/keys/v100" \
         "${gw_auth[@]}" >"$BENCH_DIR/profile-run.json"
     wait "$perf_pid" || true
-    perf report -i "$perf_data" --stdio --no-children --sort dso,symbol --percent-limit 0.3 -g none \
+    perf report -i "$perf_data" --stdio --no-children --sort dso,symbol --percent-limit 0.02 -g none \
         >"$BENCH_DIR/profile.txt" 2>/dev/null || true
     perf report -i "$perf_data" --stdio --no-children --sort dso --percent-limit 0.5 -g none \
         >"$BENCH_DIR/profile-dso.txt" 2>/dev/null || true
-    perf report -i "$perf_data" --stdio --children --sort symbol --percent-limit 2 -g none \
+    perf report -i "$perf_data" --stdio --children --sort symbol --percent-limit 0.5 -g none \
         >"$BENCH_DIR/profile-children.txt" 2>/dev/null || true
     report_args+=(--profile "$BENCH_DIR/profile.txt" --profile-dso "$BENCH_DIR/profile-dso.txt")
 fi
