@@ -6,6 +6,7 @@ mod binaries;
 mod control_plane;
 mod end_to_end;
 mod failover;
+mod faults_processes;
 mod faults_zookeeper;
 mod gateway;
 mod harness;
