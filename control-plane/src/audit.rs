@@ -109,7 +109,13 @@ pub async fn append(state: &AppState, entry: &AuditEntry) {
     let prefix = format!("{}/{}", paths::AUDIT, paths::AUDIT_PREFIX);
     if let Err(e) = state.registry.create_sequential(&prefix, entry).await {
         state.metrics.audit_failures.inc();
-        tracing::error!(error = %e, action = %entry.action, target = %entry.target, "cannot write audit entry");
+        // With ZooKeeper unreachable the mutation itself was refused as well; that is an
+        // outage already alerted on, not a lost record of a change.
+        if matches!(e, larder_registry::RegistryError::Unavailable(..)) {
+            tracing::warn!(error = %e, action = %entry.action, target = %entry.target, "cannot write audit entry");
+        } else {
+            tracing::error!(error = %e, action = %entry.action, target = %entry.target, "cannot write audit entry");
+        }
     }
 }
 
