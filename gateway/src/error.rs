@@ -3,6 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
 use larder_registry::auth::TokenError;
 use larder_service::Problem;
 
@@ -79,6 +80,26 @@ pub enum ApiError {
         limit: u32,
         retry_after_s: u64,
     },
+    /// The gateway is serving as many requests as it allows at once
+    /// ([`Config::max_in_flight`](crate::Config::max_in_flight)); shed at once, never queued.
+    #[error("the gateway is serving its limit of {limit} requests at once; retry shortly")]
+    Overloaded { limit: usize },
+    /// The namespace has as many requests in flight through this gateway as it may
+    /// ([`Config::max_in_flight_per_namespace`](crate::Config::max_in_flight_per_namespace)).
+    #[error(
+        "namespace {namespace} has its limit of {limit} requests in flight on this gateway; retry shortly"
+    )]
+    ConcurrencyLimited { namespace: String, limit: u32 },
+    /// The request body is over the gateway's bound
+    /// ([`Config::max_body_bytes`](crate::Config::max_body_bytes)).
+    #[error(
+        "the request body is larger than the gateway accepts{}",
+        .max.map(|m| format!(" ({m} bytes)")).unwrap_or_default()
+    )]
+    BodyTooLarge { max: Option<u64> },
+    /// The request body did not arrive in full in time (a slow or stalled client).
+    #[error("{0}")]
+    BodyTimeout(larder_service::http::BodyTimeout),
     /// Missed a key whose stampede lease another caller holds: retry shortly.
     #[error("another caller holds the lease for this key; retry shortly")]
     LeasePending,
@@ -92,7 +113,27 @@ pub enum ApiError {
 
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        if let Some(timeout) = larder_service::http::find_in_chain(&e) {
+            return ApiError::BodyTimeout(*timeout);
+        }
+        if larder_service::http::find_in_chain::<LengthLimitError>(&e).is_some() {
+            return ApiError::BodyTooLarge { max: None };
+        }
         ApiError::BadRequest(e.body_text())
+    }
+}
+
+impl ApiError {
+    /// The error for a request body that could not be read in full: too slow (408),
+    /// over a size limit (`too_large`), or cut short by the client (400).
+    pub fn from_body(error: &axum::Error, too_large: impl FnOnce() -> ApiError) -> ApiError {
+        if let Some(timeout) = larder_service::http::find_in_chain(error) {
+            return ApiError::BodyTimeout(*timeout);
+        }
+        if larder_service::http::find_in_chain::<LengthLimitError>(error).is_some() {
+            return too_large();
+        }
+        ApiError::BadRequest(format!("the request body could not be read: {error}"))
     }
 }
 
@@ -134,7 +175,10 @@ impl ApiError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            ApiError::BackendUnavailable { .. } | ApiError::BackendTimeout { .. }
+            ApiError::BackendUnavailable { .. }
+                | ApiError::BackendTimeout { .. }
+                | ApiError::Overloaded { .. }
+                | ApiError::ConcurrencyLimited { .. }
         )
     }
 
@@ -200,6 +244,28 @@ impl ApiError {
                 Problem::new(S::TOO_MANY_REQUESTS, "rate-limited", "Rate limit exceeded")
                     .with_retry_after(*retry_after_s)
             }
+            ApiError::Overloaded { .. } => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Gateway at its request limit",
+            )
+            .with_retry_after(1),
+            ApiError::ConcurrencyLimited { .. } => Problem::new(
+                S::TOO_MANY_REQUESTS,
+                "concurrency-limited",
+                "Too many requests in flight for the namespace",
+            )
+            .with_retry_after(1),
+            ApiError::BodyTooLarge { .. } => Problem::new(
+                S::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Request body too large",
+            ),
+            ApiError::BodyTimeout(_) => Problem::new(
+                S::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body not received in time",
+            ),
             ApiError::LeasePending => {
                 Problem::new(S::NOT_FOUND, "lease-pending", "Key not found; lease held")
                     .with_retry_after(1)

@@ -8,6 +8,7 @@
 //! - [`backend`]: one connection per Redis deployment, rebuilt after failover.
 //! - [`value`]: the stored value layout (content type, ETag, bytes).
 //! - [`metrics`]: the gateway's Prometheus metrics.
+//! - [`overload`]: load shedding (in-flight limits) and the request body bound.
 //! - [`error`]: [`ApiError`](error::ApiError), the one error type of the API.
 //!
 //! The request path reads only the in-memory registry snapshot; it never waits on
@@ -21,6 +22,7 @@ pub mod hotkeys;
 pub mod metrics;
 pub mod nearcache;
 pub mod openapi;
+pub mod overload;
 pub mod ratelimit;
 pub mod routes;
 pub mod scripts;
@@ -93,8 +95,15 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::track,
         ))
-        .with_state(state);
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            overload::bound_body,
+        ))
+        .with_state(state.clone());
+    // Shedding goes outside the shared layers, so a refused request costs no span, no
+    // request id and no log line.
     larder_service::http::layers(router)
+        .layer(axum::middleware::from_fn_with_state(state, overload::shed))
 }
 
 /// Publishes this gateway in the registry and keeps its applied configuration zxid
@@ -188,10 +197,15 @@ pub async fn run(
         hot: Arc::new(hotkeys::HotKeys::new()),
         metrics,
         readiness: Arc::default(),
+        overload: Arc::new(overload::Overload::new(
+            usize::try_from(config.max_in_flight).unwrap_or(usize::MAX),
+            config.max_in_flight_per_namespace,
+        )),
         config: Arc::new(config),
     };
     tracing::info!(%address, "gateway listening");
-    let served = larder_service::http::serve(listener, router(state), shutdown).await;
+    let limits = state.config.serve_limits();
+    let served = larder_service::http::serve_with(listener, router(state), shutdown, limits).await;
     background.cancel();
     drain_streams.abort();
     let _ = announcer.await;

@@ -15,8 +15,8 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use larder_registry::{SessionStatus, Snapshot};
@@ -66,6 +66,16 @@ pub struct Metrics {
     pub redis_errors: IntCounterVec,
     /// `larder_gateway_rate_limited_total{namespace}`: requests refused with 429.
     pub rate_limited: IntCounterVec,
+    /// `larder_gateway_shed_total{limit}`: requests refused at once because too many
+    /// were in flight: `limit="global"` (503) or `limit="namespace"` (429).
+    pub shed: IntCounterVec,
+    /// `shed` with `limit="global"`, resolved up front for the shedding path.
+    pub shed_global: IntCounter,
+    /// `shed` with `limit="namespace"`.
+    pub shed_namespace: IntCounter,
+    /// `larder_gateway_requests_in_flight_peak`: the most data requests admitted at once
+    /// since the gateway started (never above `max_in_flight`).
+    pub in_flight_peak: IntGauge,
     /// `larder_gateway_registry_revision`: applied snapshot revision.
     pub revision: IntGauge,
     /// `larder_gateway_registry_staleness_seconds`: time since ZooKeeper last confirmed
@@ -142,6 +152,19 @@ impl Metrics {
             ),
             &["namespace"],
         ));
+        let shed = must(IntCounterVec::new(
+            Opts::new(
+                "larder_gateway_shed_total",
+                "Requests refused at once over an in-flight limit (global: 503, namespace: 429).",
+            ),
+            &["limit"],
+        ));
+        let shed_global = shed.with_label_values(&["global"]);
+        let shed_namespace = shed.with_label_values(&["namespace"]);
+        let in_flight_peak = must(IntGauge::new(
+            "larder_gateway_requests_in_flight_peak",
+            "Most data requests admitted at once since the gateway started.",
+        ));
         let revision = must(IntGauge::new(
             "larder_gateway_registry_revision",
             "Registry snapshot revision applied.",
@@ -164,6 +187,8 @@ impl Metrics {
             Box::new(errors.clone()),
             Box::new(redis_errors.clone()),
             Box::new(rate_limited.clone()),
+            Box::new(shed.clone()),
+            Box::new(in_flight_peak.clone()),
             Box::new(revision.clone()),
             Box::new(staleness.clone()),
             Box::new(zookeeper_connected.clone()),
@@ -181,6 +206,10 @@ impl Metrics {
             errors,
             redis_errors,
             rate_limited,
+            shed,
+            shed_global,
+            shed_namespace,
+            in_flight_peak,
             revision,
             staleness,
             zookeeper_connected,

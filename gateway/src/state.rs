@@ -26,6 +26,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Latched once `/readyz` has said ready.
     pub readiness: Arc<crate::routes::health::Readiness>,
+    pub overload: Arc<crate::overload::Overload>,
     pub config: Arc<Config>,
 }
 
@@ -33,6 +34,9 @@ pub struct AppState {
 pub struct Access {
     pub namespace: Arc<Versioned<Namespace>>,
     pub cluster: Arc<Versioned<Cluster>>,
+    /// The request's slot among the namespace's requests in flight, held until the
+    /// handler returns.
+    _in_flight: crate::overload::NamespaceSlot,
 }
 
 impl AppState {
@@ -49,8 +53,9 @@ impl AppState {
     }
 
     /// Like [`AppState::authorize`] for an operation that needs several permissions (a
-    /// batch of reads and writes). The request is charged to the namespace's rate limit
-    /// once, here, after the token and namespace checks.
+    /// batch of reads and writes). The request takes one of the namespace's in-flight
+    /// slots, then is charged to its rate limit once, here, after the token and namespace
+    /// checks; a request refused for concurrency is not charged.
     pub fn authorize_all(
         &self,
         headers: &HeaderMap,
@@ -88,6 +93,13 @@ impl AppState {
                 cluster: ns.value.cluster.clone(),
                 detail: "the namespace's deployment is not registered".into(),
             })?;
+        let Some(in_flight) = self.overload.enter_namespace(namespace) else {
+            self.metrics.shed_namespace.inc();
+            return Err(ApiError::ConcurrencyLimited {
+                namespace: namespace.to_owned(),
+                limit: self.overload.max_per_namespace(),
+            });
+        };
         let limits = &ns.value.limits;
         let decision = self.limiter.check(
             namespace,
@@ -110,6 +122,7 @@ impl AppState {
         Ok(Access {
             namespace: ns,
             cluster,
+            _in_flight: in_flight,
         })
     }
 }

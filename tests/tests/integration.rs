@@ -14,6 +14,7 @@ mod larderctl;
 mod leadership;
 mod near_cache;
 mod observability;
+mod overload;
 mod propagation;
 mod queues;
 mod registry;

@@ -99,6 +99,8 @@ async fn waiting_for(state: &AppState, snapshot: &Snapshot) -> Vec<String> {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let m = &state.metrics;
     m.refresh(&state.snapshot.load(), state.snapshot.status());
+    m.in_flight_peak
+        .set(i64::try_from(state.overload.peak()).unwrap_or(i64::MAX));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         m.render(),

@@ -314,7 +314,7 @@ pub async fn put(
     }
     let body = axum::body::to_bytes(body, max as usize)
         .await
-        .map_err(|_| ApiError::ValueTooLarge { max })?;
+        .map_err(|e| ApiError::from_body(&e, || ApiError::ValueTooLarge { max }))?;
     let (raw, tag) = value::encode(content_type, &body);
     let redis_key = keyspace::data_key(&access.namespace.value.name, &key);
     let cluster = &access.cluster.value;

@@ -624,7 +624,7 @@ pub async fn enqueue(
     };
     let body = axum::body::to_bytes(body, usize::try_from(max).unwrap_or(usize::MAX))
         .await
-        .map_err(|_| ApiError::ValueTooLarge { max })?;
+        .map_err(|e| ApiError::from_body(&e, || ApiError::ValueTooLarge { max }))?;
 
     let ns = &access.namespace.value.name;
     let stream = keyspace::queue_key(ns, queue.as_bytes());
