@@ -199,12 +199,19 @@ impl Backends {
                         .iter()
                         .map(|e| format!("redis://{e}/"))
                         .collect();
-                    // Few internal retries: the request deadline bounds the wait, and a
-                    // failure should surface (and rebuild the connection) within it.
+                    // Few, short internal retries: the client's default waits at least
+                    // 1.28 s before a retry, so a request that met a dead master used up
+                    // its retries (and most of its deadline) before it could follow the
+                    // MOVED to the promoted replica. Waits of 10 ms doubling up to a
+                    // quarter of the deadline follow a redirect at once, and a real
+                    // failure still surfaces (and rebuilds the connection) in time.
                     let client = redis::cluster::ClusterClientBuilder::new(nodes)
                         .connection_timeout(self.connect_timeout)
                         .response_timeout(self.request_timeout)
-                        .retries(2)
+                        .retries(4)
+                        .min_retry_wait(10)
+                        .max_retry_wait((self.request_timeout.as_millis() as u64 / 4).max(20))
+                        .retry_wait_formula(10, 2)
                         .build()
                         .map_err(|e| e.to_string())?;
                     let conn = client
@@ -225,11 +232,18 @@ impl Backends {
     }
 
     /// Forgets a broken connection so the next request opens a new one.
+    ///
+    /// A standalone deployment's failure is the whole deployment's: its next requests
+    /// fail fast for a moment instead of queueing on a dead master. A Redis Cluster
+    /// failure is usually one node's (a dead master's slots), while the other masters
+    /// serve on: the connection is rebuilt, but no request is failed on its behalf.
     fn evict(&self, cluster: &Cluster, why: &str) {
         let mut slots = self.write();
         if let Some(slot) = slots.get_mut(&cluster.name) {
             slot.conn = None;
-            slot.failed = Some((Instant::now(), why.to_owned()));
+            if cluster.topology == Topology::Standalone {
+                slot.failed = Some((Instant::now(), why.to_owned()));
+            }
         }
     }
 
@@ -273,7 +287,10 @@ impl Backends {
         match tokio::time::timeout(self.request_timeout, work(conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if e.is_timeout() => Err(timed_out(&e.to_string())),
-            Ok(Err(e)) if broken(&e) => {
+            // MOVED, ASK, TRYAGAIN or CLUSTERDOWN left over after the client's own
+            // retries: the cluster is moving slots (a failover); the request may be
+            // retried, and the next connection starts from the current slot map.
+            Ok(Err(e)) if broken(&e) || e.is_cluster_error() => {
                 self.evict(cluster, &e.to_string());
                 Err(unavailable(cluster, &e.to_string()))
             }
