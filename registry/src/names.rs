@@ -137,4 +137,81 @@ mod tests {
         assert!(id("kid", "a/b").is_err());
         assert!(id("kid", "..").is_err());
     }
+
+    /// Property tests: each validator accepts exactly its documented language, never
+    /// panics, and nothing it accepts can leave its path segment or key prefix.
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// `^[a-z][a-z0-9-]{1,62}$`, written independently of `check_slug`.
+        fn is_slug(s: &str) -> bool {
+            let mut chars = s.chars();
+            let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+            first_ok
+                && (2..=63).contains(&s.chars().count())
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        }
+
+        /// Strings near the edge of the language: slug characters mixed with the ones
+        /// that would be dangerous in a znode path or a Redis key.
+        fn near_slug() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    8 => proptest::char::range('a', 'z'),
+                    2 => proptest::char::range('0', '9'),
+                    2 => Just('-'),
+                    1 => prop::sample::select(vec![
+                        'A', 'Z', '_', ':', '/', '.', '*', '?', '[', '{', '}', '\\', '\0', ' ',
+                        'é', 'ß', 'K', '\u{212a}', '\u{ff41}',
+                    ]),
+                ],
+                0..70,
+            )
+            .prop_map(|c| c.into_iter().collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+            #[test]
+            fn namespace_names_are_exactly_the_slugs(s in prop_oneof![near_slug(), any::<String>()]) {
+                prop_assert_eq!(namespace(&s).is_ok(), is_slug(&s), "{:?}", s);
+                prop_assert_eq!(cluster(&s).is_ok(), is_slug(&s), "{:?}", s);
+            }
+
+            /// Whatever is accepted is safe as one path segment and as the namespace part
+            /// of a Redis key: no separator, dot, glob, brace, escape or non-ASCII.
+            #[test]
+            fn accepted_names_cannot_escape(s in prop_oneof![near_slug(), "[a-z][a-z0-9-]{1,62}"]) {
+                if namespace(&s).is_ok() {
+                    prop_assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+                    prop_assert!(!s.contains(".."));
+                    let prefix = crate::keyspace::namespace_prefix(&s);
+                    prop_assert_eq!(prefix.iter().filter(|&&b| b == b':').count(), 2);
+                }
+            }
+
+            #[test]
+            fn ids_are_short_url_safe_words(s in prop_oneof![near_slug(), any::<String>(), "[A-Za-z0-9_-]{1,64}"]) {
+                let expected = (1..=64).contains(&s.len())
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                prop_assert_eq!(id("id", &s).is_ok(), expected, "{:?}", s);
+            }
+
+            /// Arbitrary input never panics; an accepted endpoint holds no path separator
+            /// and ends in a port 1 to 65535.
+            #[test]
+            fn endpoints_never_panic(s in prop_oneof![
+                any::<String>(),
+                "[a-z0-9.:\\[\\]/-]{0,20}:[0-9+-]{0,7}",
+            ]) {
+                if endpoint(&s).is_ok() {
+                    prop_assert!(!s.contains('/'));
+                    let port = s.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+                    prop_assert!(matches!(port, Some(Ok(p)) if p > 0), "{:?}", s);
+                }
+            }
+        }
+    }
 }
