@@ -289,3 +289,54 @@ async fn run_one(
     .await;
     outcome.unwrap_or_else(|e| OpResult::error(&e))
 }
+
+/// Property tests of how a batch operation names its key.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        /// Exactly one of `key` and `key_base64` names a key of 1 to `max` bytes; the
+        /// bytes are the text's or the decoded base64url's; anything else is a 400.
+        #[test]
+        fn operation_keys_are_one_bounded_name(
+            key in proptest::option::of(prop_oneof![any::<String>(), "[a-z:{}*?\\[\\]/.]{0,8}"]),
+            key_base64 in proptest::option::of(prop_oneof![
+                any::<String>(),
+                proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| URL_SAFE_NO_PAD.encode(b)),
+                proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| STANDARD.encode(b)),
+            ]),
+            max in prop_oneof![Just(0u32), 1..64u32, Just(512)],
+        ) {
+            let op = Operation {
+                op: Op::Get,
+                key: key.clone(),
+                key_base64: key_base64.clone(),
+                value: None,
+                value_base64: None,
+                content_type: None,
+                ttl: None,
+            };
+            let named: Option<Vec<u8>> = match (&key, &key_base64) {
+                (Some(k), None) => Some(k.as_bytes().to_vec()),
+                (None, Some(b)) => URL_SAFE_NO_PAD.decode(b).ok(),
+                _ => None,
+            };
+            match key_of(&op, max) {
+                Ok(k) => {
+                    prop_assert!(!k.is_empty() && k.len() <= max as usize);
+                    prop_assert_eq!(Some(k), named);
+                }
+                Err(e) => {
+                    prop_assert!(named.is_none_or(|k| k.is_empty() || k.len() > max as usize));
+                    prop_assert_eq!(e.into_response().status(), StatusCode::BAD_REQUEST);
+                }
+            }
+        }
+    }
+}

@@ -216,3 +216,74 @@ pub async fn remove(
         Ok(StatusCode::NO_CONTENT)
     }
 }
+
+/// Property tests of the counter request parsers: the `Idempotency-Key` header and the
+/// step body.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use axum::http::HeaderValue;
+    use axum::response::IntoResponse;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        /// Any header value (visible ASCII, spaces, obs-text bytes) is taken exactly
+        /// when it is 1 to 255 characters of text, else refused with 400.
+        #[test]
+        fn idempotency_keys_are_bounded_text(value in proptest::collection::vec(
+            prop_oneof![8 => 0x20u8..0x7f, 1 => 0x80u8..=0xff, 1 => Just(b'\t')], 0..300,
+        )) {
+            let Ok(header) = HeaderValue::from_bytes(&value) else {
+                return Ok(());
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert("idempotency-key", header);
+            // `HeaderValue::to_str` takes visible ASCII, space and tab.
+            let textual = value.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t');
+            let expected = (textual && (1..=MAX_IDEMPOTENCY_KEY).contains(&value.len()))
+                .then(|| std::str::from_utf8(&value).unwrap());
+            match idempotency_key(&headers) {
+                Ok(got) => prop_assert_eq!(got, expected),
+                Err(e) => {
+                    prop_assert!(expected.is_none());
+                    prop_assert_eq!(e.into_response().status(), StatusCode::BAD_REQUEST);
+                }
+            }
+        }
+
+        /// Step bodies: anything that parses is re-serialised to the same step (the
+        /// idempotency fingerprint is taken from that), and the magnitude and bound
+        /// checks never panic on extreme numbers.
+        #[test]
+        fn step_bodies_parse_or_are_refused(
+            delta in prop_oneof![any::<i64>(), Just(i64::MIN), Just(MAX_MAGNITUDE), Just(MAX_MAGNITUDE + 1)],
+            floor in proptest::option::of(prop_oneof![any::<i64>(), Just(i64::MIN), Just(-MAX_MAGNITUDE)]),
+            ceiling in proptest::option::of(any::<i64>()),
+            extra in proptest::option::of("[a-z]{1,6}"),
+        ) {
+            let mut body = serde_json::json!({"delta": delta, "floor": floor, "ceiling": ceiling});
+            if let Some(x) = &extra {
+                body[x] = serde_json::json!(1);
+            }
+            match serde_json::from_value::<CounterStep>(body) {
+                Ok(step) => {
+                    let again: CounterStep = serde_json::from_slice(&serde_json::to_vec(&step).unwrap()).unwrap();
+                    prop_assert_eq!(&again, &step);
+                    let checked = check_magnitude("delta", Some(step.delta))
+                        .and(check_magnitude("floor", step.floor))
+                        .and(check_magnitude("ceiling", step.ceiling));
+                    let in_range = |v: i64| v.unsigned_abs() <= MAX_MAGNITUDE as u64;
+                    prop_assert_eq!(
+                        checked.is_ok(),
+                        in_range(step.delta) && step.floor.is_none_or(in_range) && step.ceiling.is_none_or(in_range)
+                    );
+                }
+                Err(_) => prop_assert!(
+                    extra.is_some_and(|x| !["delta", "floor", "ceiling", "ttl"].contains(&x.as_str()))
+                ),
+            }
+        }
+    }
+}

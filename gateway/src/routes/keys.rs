@@ -24,6 +24,12 @@ pub const LEASE_TOKEN: &str = "lease-token";
 /// Longest lease a caller may ask for, milliseconds.
 pub const MAX_LEASE_MS: u64 = 60_000;
 
+/// Longest TTL any write may ask for, whatever the namespace's maximum: 100 years.
+/// Redis refuses an expiry it cannot hold in milliseconds since the epoch (from about
+/// 9.2e12 seconds on), and a value past `i64` is not even a number to it; without this
+/// bound such a request was passed through and came back as a 502.
+pub const MAX_TTL_S: u64 = 100 * 365 * 24 * 3600;
+
 /// Query parameters of `GET`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -59,10 +65,18 @@ pub fn effective_ttl(asked: Option<u64>, limits: &Limits) -> Result<Option<u64>,
         Some(0) => Err(ApiError::BadRequest("ttl must be at least 1 second".into())),
         Some(t) if limits.max_ttl_s.is_some_and(|m| t > m) => Err(ApiError::BadRequest(format!(
             "ttl {t} exceeds the namespace maximum of {} seconds",
+        Some(t) if t > MAX_TTL_S => Err(ApiError::BadRequest(format!(
+            "ttl {t} exceeds the longest TTL of {MAX_TTL_S} seconds"
+        ))),
             limits.max_ttl_s.unwrap_or_default()
         ))),
         Some(t) => Ok(Some(t)),
-        None => Ok(limits.default_ttl_s.or(limits.max_ttl_s)),
+        // The namespace's own figures are clamped too: the control plane stores what it
+        // is given, and 0 or a huge default must not turn every write into a 502.
+        None => Ok(limits
+            .default_ttl_s
+            .or(limits.max_ttl_s)
+            .map(|t| t.clamp(1, MAX_TTL_S))),
     }
 }
 
@@ -512,5 +526,101 @@ pub async fn put_ttl(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::KeyNotFound)
+    }
+}
+
+/// Property tests of the request parsers of this file: conditional headers and TTLs.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn limits() -> impl Strategy<Value = Limits> {
+        (
+            proptest::option::of(prop_oneof![0..1_000u64, Just(u64::MAX)]),
+            proptest::option::of(prop_oneof![0..1_000u64, Just(MAX_TTL_S), Just(u64::MAX)]),
+        )
+            .prop_map(|(default_ttl_s, max_ttl_s)| Limits {
+                default_ttl_s: default_ttl_s.filter(|d| max_ttl_s.is_none_or(|m| *d <= m)),
+                max_ttl_s,
+                ..Limits::default()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        /// The ETags this service issues parse back to their bytes, with or without
+        /// surrounding whitespace.
+        #[test]
+        fn issued_etags_parse_back(tag in any::<[u8; 8]>(), pad in "[ \t]{0,2}") {
+            let header = format!("{pad}{}{pad}", value::etag_header(&tag));
+            prop_assert_eq!(parse_etag(&header).unwrap(), tag);
+        }
+
+        /// Any other `If-Match` text is refused with 412, never a panic: only a quoted
+        /// 16-digit hex string is an ETag of ours.
+        #[test]
+        fn other_if_match_values_are_refused(text in prop_oneof![
+            any::<String>(),
+            "\"[0-9a-fA-F]{0,20}\"",
+            "W/\"[0-9a-f]{16}\"",
+            "\"[0-9a-f]{16}\", \"[0-9a-f]{16}\"",
+        ]) {
+            let inner = text.trim().strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+            let ours = inner.is_some_and(|i| i.len() == 16 && i.bytes().all(|b| b.is_ascii_hexdigit()));
+            match parse_etag(&text) {
+                Ok(_) => prop_assert!(ours, "{:?} accepted", text),
+                Err(e) => {
+                    prop_assert!(!ours, "{:?} refused", text);
+                    prop_assert_eq!(e.into_response().status(), StatusCode::PRECONDITION_FAILED);
+                }
+            }
+        }
+
+        /// A TTL is accepted only from 1 s up to the namespace's maximum and
+        /// [`MAX_TTL_S`], so every TTL that reaches Redis is one Redis can hold; a
+        /// refused TTL is a 400.
+        #[test]
+        fn ttls_that_reach_redis_are_in_range(
+            asked in proptest::option::of(prop_oneof![
+                Just(0u64), 1..10_000u64, Just(MAX_TTL_S), Just(MAX_TTL_S + 1),
+                Just(9_223_372_036_854u64), Just(i64::MAX as u64), Just(u64::MAX), any::<u64>(),
+            ]),
+            limits in limits(),
+        ) {
+            match effective_ttl(asked, &limits) {
+                Ok(Some(t)) => {
+                    prop_assert!((1..=MAX_TTL_S).contains(&t), "{}", t);
+                    prop_assert!(limits.max_ttl_s.is_none_or(|m| t <= m.max(1)));
+                    if let Some(a) = asked {
+                        prop_assert_eq!(t, a);
+                    }
+                }
+                Ok(None) => prop_assert!(asked.is_none() && limits.max_ttl_s.is_none()),
+                Err(e) => {
+                    prop_assert!(asked.is_some());
+                    prop_assert_eq!(e.into_response().status(), StatusCode::BAD_REQUEST);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ttls_past_what_redis_holds_are_bad_requests() {
+        // Found by the router property test: these went to Redis and came back as 502.
+        for t in [
+            9_223_372_036_854u64,
+            i64::MAX as u64,
+            u64::MAX,
+            MAX_TTL_S + 1,
+        ] {
+            let e = effective_ttl(Some(t), &Limits::default()).unwrap_err();
+            assert_eq!(e.into_response().status(), StatusCode::BAD_REQUEST, "{t}");
+        }
+        assert_eq!(
+            effective_ttl(Some(MAX_TTL_S), &Limits::default()).unwrap(),
+            Some(MAX_TTL_S)
+        );
     }
 }

@@ -217,3 +217,68 @@ mod tests {
         assert_eq!(ListedKey::new(b"\xff").key_base64.as_deref(), Some("_w"));
     }
 }
+
+/// Property tests of the listing cursor: it round-trips, is URL-safe, and anything else
+/// a client sends as a cursor is a 400, never a panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use proptest::prelude::*;
+
+    /// JSON a client could forge into a cursor: the right fields with wrong types,
+    /// negative or huge numbers, extra fields.
+    fn forged() -> impl Strategy<Value = String> {
+        let number = prop_oneof![
+            Just(serde_json::json!(-1)),
+            Just(serde_json::json!(0)),
+            Just(serde_json::json!(u64::MAX)),
+            Just(serde_json::json!(1e300)),
+            Just(serde_json::json!(0.5)),
+            Just(serde_json::json!("7")),
+            Just(serde_json::Value::Null),
+            any::<u64>().prop_map(serde_json::Value::from),
+        ];
+        proptest::collection::btree_map(
+            prop::sample::select(vec!["n", "c", "s", "x"]),
+            number,
+            0..5,
+        )
+        .prop_map(|m| {
+            let object: serde_json::Map<String, serde_json::Value> =
+                m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            URL_SAFE_NO_PAD.encode(serde_json::Value::Object(object).to_string())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        #[test]
+        fn cursors_round_trip(n in any::<usize>(), c in any::<u64>(), s in any::<usize>()) {
+            let cursor = Cursor { n, c, s };
+            let text = cursor.encode();
+            prop_assert!(
+                text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "not URL-safe: {}", text
+            );
+            prop_assert_eq!(Cursor::decode(&text).unwrap(), cursor);
+        }
+
+        /// Arbitrary text, base64 of anything, and forged JSON: a well-formed cursor
+        /// re-encodes to one that decodes the same, anything else is a 400.
+        #[test]
+        fn other_cursors_are_bad_requests(text in prop_oneof![
+            any::<String>(),
+            "[A-Za-z0-9_-]{0,64}",
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| URL_SAFE_NO_PAD.encode(b)),
+            forged(),
+        ]) {
+            match Cursor::decode(&text) {
+                Ok(c) => prop_assert_eq!(Cursor::decode(&c.encode()).unwrap(), c),
+                Err(e) => prop_assert_eq!(e.into_response().status(), StatusCode::BAD_REQUEST),
+            }
+        }
+    }
+}

@@ -489,12 +489,22 @@ pub fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A stream id as Redis writes them: `<ms>-<seq>`.
+/// A stream id as Redis writes them: `<ms>-<seq>`, decimal digits only. A sign is
+/// refused although `u64::from_str` and Redis take `+5`: the acknowledging script
+/// compares ids as `%d+-%d+`, and a `+` spelling it cannot read made it delete an entry
+/// another group had yet to read.
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    let (ms, seq) = id.split_once('-')?;
+    Some((number(ms)?, number(seq)?))
+}
+
 fn check_id(what: &str, id: &str) -> Result<(), ApiError> {
-    let ok = id
-        .split_once('-')
-        .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok());
-    if ok {
+    if parse_id(id).is_some() {
         Ok(())
     } else {
         Err(ApiError::BadRequest(format!(
@@ -955,7 +965,16 @@ pub async fn dead_letters(
     let start = match &query.after {
         Some(after) => {
             check_id("after", after)?;
-            format!("({after}")
+            match parse_id(after) {
+                Some((ms, seq)) if seq < u64::MAX => format!("{ms}-{}", seq + 1),
+                Some((ms, _)) if ms < u64::MAX => format!("{}-0", ms + 1),
+                _ => {
+                    return Ok(Json(DeadLetters {
+                        dead_letters: Vec::new(),
+                        next: None,
+                    }));
+                }
+            }
         }
         None => "-".to_owned(),
     };
@@ -974,6 +993,7 @@ pub async fn dead_letters(
         .await?;
     let entries = match &reply {
         Value::Array(entries) => entries.as_slice(),
+    // The id right after `after` (Redis refuses `(` on the largest id, a 502 before).
         _ => &[],
     };
     let dead_letters: Vec<DeadLetter> = entries.iter().filter_map(dead_letter).collect();
@@ -1297,5 +1317,114 @@ mod tests {
         assert_ne!(fingerprint("a", b"x"), fingerprint("a", b"y"));
         assert_ne!(fingerprint("a", b"bx"), fingerprint("ab", b"x"));
         assert_eq!(fingerprint("a", b"x").len(), 64);
+    }
+}
+
+/// Property tests of the queue request parsers: names, message ids, the
+/// `Idempotency-Key` header and claim bodies.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use axum::response::IntoResponse;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        #[test]
+        fn names_are_bounded_visible_ascii(name in prop_oneof![
+            any::<String>(),
+            "[!-~]{1,200}",
+            "[!-~ ]{195,205}",
+        ]) {
+            let expected = (1..=MAX_NAME_BYTES).contains(&name.len())
+                && name.bytes().all(|b| (b'!'..=b'~').contains(&b));
+            match check_name("queue", &name) {
+                Ok(()) => prop_assert!(expected, "{:?}", name),
+                Err(e) => {
+                    prop_assert!(!expected, "{:?}", name);
+                    prop_assert_eq!(e.into_response().status(), StatusCode::BAD_REQUEST);
+                }
+            }
+        }
+
+        /// Only `<digits>-<digits>` within `u64` is an id: the form the acknowledging
+        /// script can compare, and one Redis accepts.
+        #[test]
+        fn ids_are_digits_dash_digits(id in prop_oneof![
+            any::<String>(),
+            "[+-]?[0-9]{1,21}-[+-]?[0-9]{1,21}",
+            "[0-9 +$<>*-]{0,8}",
+            (any::<u64>(), any::<u64>()).prop_map(|(a, b)| format!("{a}-{b}")),
+        ]) {
+            let well_formed = id.split_once('-').is_some_and(|(a, b)| {
+                [a, b].iter().all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()) && p.parse::<u64>().is_ok())
+            });
+            prop_assert_eq!(check_id("id", &id).is_ok(), well_formed, "{:?}", id);
+        }
+
+        #[test]
+        fn idempotency_keys_are_bounded_visible_ascii(value in proptest::collection::vec(
+            prop_oneof![8 => 0x20u8..0x7f, 1 => 0x80u8..=0xff, 1 => Just(b'\t')], 0..300,
+        )) {
+            let Ok(header) = HeaderValue::from_bytes(&value) else {
+                return Ok(());
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert("idempotency-key", header);
+            let expected = (1..=MAX_IDEMPOTENCY_KEY).contains(&value.len())
+                && value.iter().all(|b| b.is_ascii_graphic());
+            match idempotency_key(&headers) {
+                Ok(got) => prop_assert_eq!(got.map(str::as_bytes), Some(value.as_slice()).filter(|_| expected)),
+                Err(e) => {
+                    prop_assert!(!expected);
+                    prop_assert_eq!(e.into_response().status(), StatusCode::BAD_REQUEST);
+                }
+            }
+        }
+
+        /// A claim body that parses and passes its check stays within every bound the
+        /// handler relies on (wait, count, visibility, deliveries).
+        #[test]
+        fn checked_claims_are_bounded(
+            count in proptest::option::of(prop_oneof![Just(0u64), 1..200u64, Just(u64::MAX)]),
+            wait_ms in proptest::option::of(prop_oneof![Just(0u64), 1..40_000u64, Just(u64::MAX)]),
+            visibility_ms in proptest::option::of(prop_oneof![Just(0u64), any::<u64>()]),
+            max_deliveries in proptest::option::of(prop_oneof![Just(0u64), 1..2_000u64, Just(u64::MAX)]),
+            group in "[ -~]{0,4}",
+        ) {
+            let mut body = serde_json::json!({"group": group, "consumer": "c"});
+            for (k, v) in [("count", count), ("wait_ms", wait_ms), ("visibility_ms", visibility_ms), ("max_deliveries", max_deliveries)] {
+                if let Some(v) = v {
+                    body[k] = v.into();
+                }
+            }
+            let Ok(request) = serde_json::from_value::<ClaimRequest>(body) else {
+                // Only numbers past the field's type are refused at parse time.
+                prop_assert!(count.is_some_and(|c| c > u64::from(u32::MAX))
+                    || max_deliveries.is_some_and(|c| c > u64::from(u32::MAX)));
+                return Ok(());
+            };
+            if request.check().is_ok() {
+                prop_assert!((1..=MAX_CLAIM_COUNT).contains(&request.count));
+                prop_assert!(request.wait_ms.unwrap_or(0) <= MAX_WAIT_MS);
+                prop_assert!((1..=MAX_VISIBILITY_MS).contains(&request.visibility_ms));
+                prop_assert!((1..=MAX_MAX_DELIVERIES).contains(&request.max_deliveries));
+                prop_assert!(check_name("group", &request.group).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn signed_ids_are_refused() {
+        // `+5` parses as a u64 and Redis takes it, but the acknowledging script cannot
+        // compare it and deleted entries other groups still needed.
+        for bad in ["+1-2", "1-+2", "+0-+0", " 1-2", "1-2 "] {
+            assert!(check_id("id", bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_id("18446744073709551615-18446744073709551615"),
+            Some((u64::MAX, u64::MAX))
+        );
     }
 }
