@@ -63,11 +63,11 @@ fn check_key(key: &[u8], limits: &Limits) -> Result<(), ApiError> {
 pub fn effective_ttl(asked: Option<u64>, limits: &Limits) -> Result<Option<u64>, ApiError> {
     match asked {
         Some(0) => Err(ApiError::BadRequest("ttl must be at least 1 second".into())),
-        Some(t) if limits.max_ttl_s.is_some_and(|m| t > m) => Err(ApiError::BadRequest(format!(
-            "ttl {t} exceeds the namespace maximum of {} seconds",
         Some(t) if t > MAX_TTL_S => Err(ApiError::BadRequest(format!(
             "ttl {t} exceeds the longest TTL of {MAX_TTL_S} seconds"
         ))),
+        Some(t) if limits.max_ttl_s.is_some_and(|m| t > m) => Err(ApiError::BadRequest(format!(
+            "ttl {t} exceeds the namespace maximum of {} seconds",
             limits.max_ttl_s.unwrap_or_default()
         ))),
         Some(t) => Ok(Some(t)),

@@ -962,6 +962,7 @@ pub async fn dead_letters(
             "limit must be 1 to {MAX_DEAD_LETTER_PAGE}"
         )));
     }
+    // The id right after `after` (Redis refuses `(` on the largest id, a 502 before).
     let start = match &query.after {
         Some(after) => {
             check_id("after", after)?;
@@ -993,7 +994,6 @@ pub async fn dead_letters(
         .await?;
     let entries = match &reply {
         Value::Array(entries) => entries.as_slice(),
-    // The id right after `after` (Redis refuses `(` on the largest id, a 502 before).
         _ => &[],
     };
     let dead_letters: Vec<DeadLetter> = entries.iter().filter_map(dead_letter).collect();
