@@ -10,6 +10,7 @@ mod faults_processes;
 mod faults_zookeeper;
 mod gateway;
 mod harness;
+mod isolation;
 mod larderctl;
 mod leadership;
 mod near_cache;
