@@ -114,7 +114,9 @@ return 1
 /// result would pass the floor or ceiling (value is then the current value), 422 the
 /// idempotency key was used for a different request. A replay returns the original
 /// status and value with `replayed = 1`. Values stay within ±2^53, where Lua's numbers
-/// are exact (checked by the gateway).
+/// are exact: the gateway checks delta, floor and ceiling, and a step whose result would
+/// leave that range is refused like one passing a bound (409), instead of storing a
+/// rounded or wrapped value.
 pub static COUNTER_STEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -128,11 +130,15 @@ if idem then
   end
 end
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local nxt = cur + tonumber(ARGV[1])
+local delta = tonumber(ARGV[1])
+local nxt = cur + delta
 local status, value = 200, nxt
 if ARGV[2] ~= '' and nxt < tonumber(ARGV[2]) then
   status, value = 409, cur
 elseif ARGV[3] ~= '' and nxt > tonumber(ARGV[3]) then
+  status, value = 409, cur
+elseif (delta > 0 and cur > 9007199254740992 - delta) or (delta < 0 and cur < -9007199254740992 - delta) then
+  -- Compared without forming cur + delta, which rounds past 2^53.
   status, value = 409, cur
 else
   if ARGV[4] ~= '' then

@@ -1269,3 +1269,41 @@ async fn tenants_stay_apart(cluster: bool) {
         );
     }
 }
+
+/// Found while writing the generators: a counter stepped past ±2^53 (each delta within
+/// bounds) was stored rounded, so `+1` could be answered 200 and lost. Steps that would
+/// leave the exact range are refused with 409 and the counter keeps its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_stay_within_the_exact_range() {
+    const LIMIT: i64 = 1 << 53;
+    let p = Platform::start(false).await;
+    let step = |delta: i64| {
+        Req::new("POST", format!("/v1/namespaces/{TENANT_A}/counters/big"))
+            .bearer(&p.token_a)
+            .json(&json!({"delta": delta}))
+    };
+    let mut seen = Vec::new();
+    for delta in [LIMIT, 1, -LIMIT, -LIMIT, -1, LIMIT] {
+        let reply = send(&p.gw, &step(delta)).await;
+        let body = reply.json();
+        let value = body["value"].as_i64().or(body["current"].as_i64());
+        seen.push((reply.status, value));
+    }
+    assert_eq!(
+        seen,
+        [
+            (200, Some(LIMIT)),
+            (409, Some(LIMIT)),
+            (200, Some(0)),
+            (200, Some(-LIMIT)),
+            (409, Some(-LIMIT)),
+            (200, Some(0)),
+        ]
+    );
+    let read = send(
+        &p.gw,
+        &Req::new("GET", format!("/v1/namespaces/{TENANT_A}/counters/big")).bearer(&p.token_a),
+    )
+    .await;
+    assert_eq!(read.json()["value"].as_i64(), Some(0));
+}
