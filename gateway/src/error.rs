@@ -146,7 +146,7 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 /// The JSON extractor of the data API: malformed bodies and unknown fields get the
 /// same problem+json shape as every other error.
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+#[from_request(via(larder_service::json::Json), rejection(ApiError))]
 pub struct Json<T>(pub T);
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {

@@ -8,11 +8,13 @@
 //! - [`problem`]: the RFC 9457 `application/problem+json` body every HTTP error uses.
 //! - [`http`]: serving a router on an already bound listener with graceful drain, and the
 //!   layers every HTTP service shares (request ids, request spans, scrubbed headers).
+//! - [`json`]: the JSON body extractor, which also takes integers written as `5.0`.
 //!
 //! Services depend on this crate and on `larder-registry`, never on each other.
 
 pub mod config;
 pub mod http;
+pub mod json;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
