@@ -3,8 +3,10 @@
 //! `openapi/gateway.json` in the repository is this document; a test fails when they
 //! differ (set `LARDER_UPDATE_OPENAPI=1` when running it to rewrite the file).
 
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{RefOr, path::ParameterIn};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::routes;
 
@@ -20,6 +22,37 @@ pub struct Problem {
     /// Seconds after which a retry may succeed (also sent as `Retry-After`).
     pub retry_after: Option<u64>,
 }
+
+/// A request body of any bytes (a value, a message), sent with any `Content-Type`.
+pub struct Bytes;
+
+impl PartialSchema for Bytes {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .description(Some("Any bytes"))
+            .into()
+    }
+}
+
+impl ToSchema for Bytes {}
+
+/// A value as stored: whatever bytes were written, served with the `Content-Type` they
+/// were written with, so no schema narrower than "anything" holds.
+pub struct StoredValue;
+
+impl PartialSchema for StoredValue {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .description(Some(
+                "The bytes as written, with the Content-Type they were written with",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for StoredValue {}
 
 struct Bearer;
 
@@ -58,7 +91,7 @@ impl Modify for Bearer {
         routes::counters::remove,
         routes::hotkeys::hotkeys,
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, Bytes, StoredValue)),
     modifiers(&Bearer),
     tags(
         (name = "keys", description = "Values with TTL, conditional requests, leases, listing, batches"),
@@ -68,10 +101,103 @@ impl Modify for Bearer {
 )]
 struct GatewayApi;
 
+/// Answers any tenant operation can give, whatever the resource: the token, namespace
+/// and rate-limit checks run before the handler, and every handler reads the path, query
+/// and headers. A handler's own description of one of these codes is kept.
+const COMMON_RESPONSES: &[(&str, &str)] = &[
+    (
+        "400",
+        "Malformed path, query, header or body (`bad-request`), or a key over the namespace's limit (`key-too-long`)",
+    ),
+    (
+        "401",
+        "Missing, malformed, expired or revoked token (`unauthorized`)",
+    ),
+    (
+        "403",
+        "The token is not valid for this namespace or lacks the permission (`forbidden`), or the namespace is disabled or being deleted (`namespace-disabled`)",
+    ),
+    ("404", "No such namespace (`namespace-not-found`)"),
+    (
+        "429",
+        "Over the namespace's rate limit (`rate-limited`); retry after `Retry-After` seconds",
+    ),
+    (
+        "502",
+        "The namespace's Redis deployment answered with an error (`backend-error`)",
+    ),
+    (
+        "503",
+        "The namespace's Redis deployment cannot be reached (`backend-unavailable`); retry after `Retry-After` seconds",
+    ),
+    (
+        "504",
+        "The namespace's Redis deployment did not answer in time (`backend-timeout`)",
+    ),
+];
+
+/// A namespace name (`larder_registry::names::namespace`).
+const NAMESPACE_PATTERN: &str = "^[a-z][a-z0-9-]{1,62}$";
+
+/// What holds for every tenant operation: the `ns` path parameter is a namespace name,
+/// headers are strings (never `null`), and the [`COMMON_RESPONSES`] can be answered.
+fn add_common_rules(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                // A header is text or absent; `Option<String>` made it nullable.
+                if parameter.parameter_in == ParameterIn::Header
+                    && let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut()
+                    && let SchemaType::Array(types) = &object.schema_type
+                    && types.contains(&Type::Null)
+                {
+                    object.schema_type = SchemaType::Type(Type::String);
+                }
+                if parameter.name == "ns" && parameter.parameter_in == ParameterIn::Path {
+                    parameter.schema = Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(NAMESPACE_PATTERN))
+                            .into(),
+                    );
+                }
+            }
+            for (status, description) in COMMON_RESPONSES {
+                operation
+                    .responses
+                    .responses
+                    .entry((*status).to_owned())
+                    .or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(*description)
+                            .content(
+                                "application/problem+json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name("Problem")))
+                                    .build(),
+                            )
+                            .build()
+                            .into()
+                    });
+            }
+        }
+    }
+}
+
 /// The whole document.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = GatewayApi::openapi();
     doc.merge(routes::queues::QueuesApi::openapi());
+    add_common_rules(&mut doc);
     doc
 }
 

@@ -52,6 +52,7 @@ pub struct Operation {
     pub content_type: Option<String>,
     /// Seconds; namespace default and maximum apply.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3153600000_u64)]
     pub ttl: Option<u64>,
 }
 
@@ -59,6 +60,7 @@ pub struct Operation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
+    #[schema(min_items = 1, max_items = 100)]
     pub operations: Vec<Operation>,
 }
 

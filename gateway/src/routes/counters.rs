@@ -25,15 +25,19 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 #[serde(deny_unknown_fields)]
 pub struct CounterStep {
     /// Added to the counter (negative to decrement).
+    #[schema(minimum = -9007199254740992_i64, maximum = 9007199254740992_i64)]
     pub delta: i64,
     /// The step is refused (409) when the result would fall below this.
     #[serde(default)]
+    #[schema(minimum = -9007199254740992_i64, maximum = 9007199254740992_i64)]
     pub floor: Option<i64>,
     /// The step is refused (409) when the result would rise above this.
     #[serde(default)]
+    #[schema(minimum = -9007199254740992_i64, maximum = 9007199254740992_i64)]
     pub ceiling: Option<i64>,
     /// Sets the counter's TTL in seconds; without it an existing TTL is kept.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3153600000_u64)]
     pub ttl: Option<u64>,
 }
 
@@ -79,8 +83,8 @@ fn check_magnitude(name: &str, v: Option<i64>) -> Result<(), ApiError> {
     post,
     path = "/v1/namespaces/{ns}/counters/{key}",
     tag = "counters",
-    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Counter name, percent-encoded bytes"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first answer and is applied once")),
+    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Counter name, percent-encoded bytes", min_length = 1),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key returns the first answer and is applied once", pattern = "^[!-~]{1,255}$")),
     request_body = CounterStep,
     responses(
         (status = 200, body = CounterValue),
@@ -159,7 +163,7 @@ pub async fn step(
     get,
     path = "/v1/namespaces/{ns}/counters/{key}",
     tag = "counters",
-    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Counter name, percent-encoded bytes")),
+    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Counter name, percent-encoded bytes", min_length = 1)),
     responses(
         (status = 200, body = CounterValue),
         (status = 404, description = "No such counter", body = crate::openapi::Problem, content_type = "application/problem+json"),
@@ -192,7 +196,7 @@ pub async fn read(
     delete,
     path = "/v1/namespaces/{ns}/counters/{key}",
     tag = "counters",
-    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Counter name, percent-encoded bytes")),
+    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Counter name, percent-encoded bytes", min_length = 1)),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such counter", body = crate::openapi::Problem, content_type = "application/problem+json"),

@@ -18,6 +18,7 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct HotKeyParams {
     /// How many keys, 1 to 64 (default 10).
+    #[param(minimum = 1, maximum = 64)]
     pub limit: Option<usize>,
 }
 

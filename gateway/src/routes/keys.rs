@@ -36,6 +36,7 @@ pub const MAX_TTL_S: u64 = 100 * 365 * 24 * 3600;
 #[into_params(parameter_in = Query)]
 pub struct GetParams {
     /// On a miss, ask for a stampede lease of this many milliseconds (1 to 60000).
+    #[param(minimum = 1, maximum = 60000)]
     pub lease: Option<u64>,
 }
 
@@ -45,6 +46,7 @@ pub struct GetParams {
 #[into_params(parameter_in = Query)]
 pub struct PutParams {
     /// Time to live in seconds; the namespace default applies when absent.
+    #[param(minimum = 1, maximum = 3153600000_u64)]
     pub ttl: Option<u64>,
 }
 
@@ -153,10 +155,10 @@ fn value_response(
     get,
     path = "/v1/namespaces/{ns}/keys/{key}",
     tag = "keys",
-    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Key, percent-encoded bytes"), GetParams,
+    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Key, percent-encoded bytes", min_length = 1), GetParams,
         ("If-None-Match" = Option<String>, Header, description = "ETag(s) the client holds: 304 when it still matches")),
     responses(
-        (status = 200, description = "The value, with its Content-Type and ETag", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The value, with the Content-Type it was stored with and its ETag", content_type = "*/*", body = crate::openapi::StoredValue),
         (status = 304, description = "Not modified"),
         (status = 404, description = "No such key (with a `Lease-Token` header when a lease was granted), or `lease-pending`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
@@ -267,11 +269,11 @@ pub async fn get(
     put,
     path = "/v1/namespaces/{ns}/keys/{key}",
     tag = "keys",
-    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Key, percent-encoded bytes"), PutParams,
-        ("If-Match" = Option<String>, Header, description = "Write only if the current ETag is this one"),
-        ("If-None-Match" = Option<String>, Header, description = "`*`: write only if the key does not exist"),
-        ("Lease-Token" = Option<String>, Header, description = "Fill a leased miss")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, stored as is"),
+    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Key, percent-encoded bytes", min_length = 1), PutParams,
+        ("If-Match" = Option<String>, Header, description = "Write only if the current ETag is this one", pattern = r#"^"[0-9a-fA-F]{16}"$"#),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: write only if the key does not exist", pattern = r"^\*$"),
+        ("Lease-Token" = Option<String>, Header, description = "Fill a leased miss", pattern = "^[0-9a-f]{32}$")),
+    request_body(content = crate::openapi::Bytes, content_type = "application/octet-stream", description = "The value, stored as is with the request's Content-Type"),
     responses(
         (status = 204, description = "Stored; the new ETag is in the ETag header"),
         (status = 409, description = "The lease was voided", body = crate::openapi::Problem, content_type = "application/problem+json"),
@@ -387,8 +389,8 @@ pub async fn put(
     delete,
     path = "/v1/namespaces/{ns}/keys/{key}",
     tag = "keys",
-    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Key, percent-encoded bytes"),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the current ETag is this one")),
+    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Key, percent-encoded bytes", min_length = 1),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the current ETag is this one", pattern = r#"^"[0-9a-fA-F]{16}"$"#)),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such key", body = crate::openapi::Problem, content_type = "application/problem+json"),
@@ -435,6 +437,7 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 pub struct Ttl {
     /// Seconds left (rounded up); `null` when the key does not expire.
+    #[schema(minimum = 1, maximum = 3153600000_u64)]
     pub ttl_s: Option<u64>,
 }
 
@@ -443,7 +446,7 @@ pub struct Ttl {
     get,
     path = "/v1/namespaces/{ns}/ttl/{key}",
     tag = "keys",
-    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Key, percent-encoded bytes")),
+    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Key, percent-encoded bytes", min_length = 1)),
     responses(
         (status = 200, body = Ttl),
         (status = 404, description = "No such key", body = crate::openapi::Problem, content_type = "application/problem+json"),
@@ -476,7 +479,7 @@ pub async fn get_ttl(
     put,
     path = "/v1/namespaces/{ns}/ttl/{key}",
     tag = "keys",
-    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Key, percent-encoded bytes")),
+    params(("ns" = String, Path, description = "Namespace"), ("key" = String, Path, description = "Key, percent-encoded bytes", min_length = 1)),
     request_body = Ttl,
     responses(
         (status = 204, description = "Changed"),

@@ -33,8 +33,10 @@ pub struct ListParams {
     /// Literal key prefix (glob characters have no special meaning).
     pub prefix: Option<String>,
     /// The `cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

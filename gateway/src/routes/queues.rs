@@ -158,8 +158,10 @@ pub struct Enqueued {
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     /// Consumer group; created on its first claim, reading the queue from its start.
+    #[schema(pattern = "^[!-~]{1,200}$")]
     pub group: String,
     /// This consumer's name within the group.
+    #[schema(pattern = "^[!-~]{1,200}$")]
     pub consumer: String,
     /// Most messages to return, 1 to 100.
     #[serde(default = "default_count")]
@@ -173,7 +175,7 @@ pub struct ClaimRequest {
     /// A message delivered this long ago and not acknowledged is redelivered to the
     /// next claim of the group, milliseconds.
     #[serde(default = "default_visibility")]
-    #[schema(default = 30000, minimum = 1)]
+    #[schema(default = 30000, minimum = 1, maximum = 43200000)]
     pub visibility_ms: u64,
     /// A message is delivered at most this many times; a message due again after that
     /// goes to the dead-letter queue.
@@ -221,12 +223,29 @@ pub struct Claimed {
     pub dead_lettered: u64,
 }
 
+/// The schema of a message id as the API writes it: `<milliseconds>-<sequence>` (a
+/// Redis stream id). Ids travel as strings; this only documents their form.
+pub struct MessageId;
+
+impl utoipa::PartialSchema for MessageId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9]{1,19}-[0-9]{1,19}$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for MessageId {}
+
 /// `POST …/acks`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
+    #[schema(pattern = "^[!-~]{1,200}$")]
     pub group: String,
     /// Ids of claimed messages, 1 to 1000.
+    #[schema(value_type = Vec<MessageId>, min_items = 1, max_items = 1000)]
     pub ids: Vec<String>,
 }
 
@@ -244,6 +263,7 @@ pub struct Acknowledged {
 #[into_params(parameter_in = Query)]
 pub struct StatsParams {
     /// Report `pending` for this group.
+    #[param(pattern = "^[!-~]{1,200}$")]
     pub group: Option<String>,
 }
 
@@ -283,8 +303,10 @@ pub struct GroupStats {
 #[into_params(parameter_in = Query)]
 pub struct DeadLetterParams {
     /// Most entries to return (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Return entries after this dead-letter id (the `next` of the previous page).
+    #[param(pattern = "^[0-9]{1,19}-[0-9]{1,19}$")]
     pub after: Option<String>,
 }
 
@@ -589,10 +611,10 @@ fn fingerprint(content_type: &str, body: &[u8]) -> String {
     tag = "queues",
     params(
         ("ns" = String, Path, description = "Namespace"),
-        ("q" = String, Path, description = "Queue name: 1 to 200 bytes of visible ASCII"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body returns the original id and enqueues nothing (kept 24 h)"),
+        ("q" = String, Path, description = "Queue name: 1 to 200 bytes of visible ASCII", pattern = "^[!-~]{1,200}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body returns the original id and enqueues nothing (kept 24 h)", pattern = "^[!-~]{1,255}$"),
     ),
-    request_body(content = String, content_type = "application/octet-stream", description = "The message, any bytes; its Content-Type is kept"),
+    request_body(content = crate::openapi::Bytes, content_type = "application/octet-stream", description = "The message, any bytes; its Content-Type is kept"),
     responses(
         (status = 201, body = Enqueued, description = "Enqueued, or a replay of an earlier request with this Idempotency-Key",
             headers(("Idempotent-Replayed" = String, description = "`true` when the answer replays an earlier request with the same Idempotency-Key"))),
@@ -687,7 +709,7 @@ pub async fn enqueue(
     tag = "queues",
     params(
         ("ns" = String, Path, description = "Namespace"),
-        ("q" = String, Path, description = "Queue name"),
+        ("q" = String, Path, description = "Queue name: 1 to 200 bytes of visible ASCII", pattern = "^[!-~]{1,200}$"),
     ),
     request_body = ClaimRequest,
     responses(
@@ -811,7 +833,7 @@ async fn claim_ready(
     tag = "queues",
     params(
         ("ns" = String, Path, description = "Namespace"),
-        ("q" = String, Path, description = "Queue name"),
+        ("q" = String, Path, description = "Queue name: 1 to 200 bytes of visible ASCII", pattern = "^[!-~]{1,200}$"),
     ),
     request_body = AckRequest,
     responses(
@@ -872,7 +894,7 @@ fn group_not_found(queue: &str, group: &str) -> ApiError {
     tag = "queues",
     params(
         ("ns" = String, Path, description = "Namespace"),
-        ("q" = String, Path, description = "Queue name"),
+        ("q" = String, Path, description = "Queue name: 1 to 200 bytes of visible ASCII", pattern = "^[!-~]{1,200}$"),
         StatsParams,
     ),
     responses(
@@ -938,7 +960,7 @@ pub async fn stats(
     tag = "queues",
     params(
         ("ns" = String, Path, description = "Namespace"),
-        ("q" = String, Path, description = "Queue name"),
+        ("q" = String, Path, description = "Queue name: 1 to 200 bytes of visible ASCII", pattern = "^[!-~]{1,200}$"),
         DeadLetterParams,
     ),
     responses(
