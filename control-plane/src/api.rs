@@ -19,21 +19,26 @@ use crate::openapi::model as doc;
 #[serde(deny_unknown_fields)]
 pub struct RegisterCluster {
     /// `^[a-z][a-z0-9-]{1,62}$`.
+    #[schema(pattern = "^[a-z][a-z0-9-]{1,62}$")]
     pub name: String,
     #[schema(value_type = doc::Topology)]
     pub topology: Topology,
     /// Standalone: the master. Cluster: one or more seed nodes.
+    #[schema(value_type = Vec<doc::Endpoint>, min_items = 1)]
     pub endpoints: Vec<String>,
     /// Standalone only: the master's replicas.
     #[serde(default)]
+    #[schema(value_type = Vec<doc::Endpoint>)]
     pub replicas: Vec<String>,
     #[serde(default = "default_region")]
-    #[schema(default = "local")]
+    #[schema(default = "local", pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub region: String,
     /// Memory the platform may hand out to namespaces on this deployment, bytes.
+    #[schema(minimum = 1)]
     pub capacity_bytes: u64,
     /// How long the master must look down before a failover, ms (default 3000).
     #[serde(default)]
+    #[schema(minimum = 500, maximum = 600000)]
     pub down_after_ms: Option<u64>,
 }
 
@@ -93,14 +98,22 @@ pub struct ClusterView {
 #[serde(deny_unknown_fields)]
 pub struct CreateNamespace {
     /// `^[a-z][a-z0-9-]{1,62}$`.
+    #[schema(pattern = "^[a-z][a-z0-9-]{1,62}$")]
     pub name: String,
-    /// The owning team.
+    /// The owning team: 1 to 128 printable characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub owner: String,
     /// Where to place it; when absent, placement picks a healthy deployment in
     /// `region` with the most unreserved capacity.
     #[serde(default)]
+    #[schema(pattern = "^[a-z][a-z0-9-]{1,62}$")]
     pub cluster: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub region: Option<String>,
     /// Limits; every field left out takes its default.
     #[serde(default)]
@@ -116,6 +129,11 @@ pub struct CreateNamespace {
 #[serde(deny_unknown_fields)]
 pub struct UpdateNamespace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsPatch>,
@@ -129,28 +147,33 @@ pub struct UpdateNamespace {
 #[serde(deny_unknown_fields)]
 pub struct LimitsPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65536)]
     pub max_key_bytes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 536870912)]
     pub max_value_bytes: Option<u64>,
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<u64>, minimum = 1)]
     pub default_ttl_s: Option<Option<u64>>,
     #[serde(
         default,
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<u64>, minimum = 1)]
     pub max_ttl_s: Option<Option<u64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2147483647)]
     pub ops_per_sec: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 2147483647)]
     pub burst: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub memory_bytes: Option<u64>,
 }
 
@@ -253,12 +276,19 @@ pub struct NamespaceQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueToken {
-    /// Who will hold the token (a team or service).
+    /// Who will hold the token (a team or service): 1 to 128 printable characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub subject: String,
-    #[schema(value_type = Vec<doc::Permission>)]
+    /// At least one of `read`, `write`, `queue` (`admin` is refused).
+    #[schema(value_type = Vec<doc::TenantPermission>, min_items = 1)]
     pub permissions: Vec<Permission>,
     /// Lifetime in seconds; default one day, at most the configured maximum.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub ttl_s: Option<u64>,
 }
 
@@ -313,6 +343,7 @@ pub struct TokenView {
 pub struct TokenQuery {
     /// Only tokens for this namespace.
     #[serde(default)]
+    #[param(pattern = "^[a-z][a-z0-9-]{1,62}$")]
     pub namespace: Option<String>,
     /// Include revoked and expired tokens (default false).
     #[serde(default)]
@@ -349,6 +380,7 @@ pub struct AuditQuery {
     pub target: Option<String>,
     /// `ok` or `error`.
     #[serde(default)]
+    #[param(pattern = "^(ok|error)$")]
     pub outcome: Option<String>,
     /// Only entries at or after this time, ms since the epoch.
     #[serde(default)]
@@ -358,9 +390,11 @@ pub struct AuditQuery {
     pub until_ms: Option<u64>,
     /// Page size, 1 to 500 (default 50).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// The `next` of the previous page.
     #[serde(default)]
+    #[param(pattern = "^e_[0-9]+$")]
     pub before: Option<String>,
 }
 

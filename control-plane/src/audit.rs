@@ -225,6 +225,19 @@ pub async fn query(state: &AppState, query: &AuditQuery) -> Result<AuditPage, Ap
     if !(1..=500).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be 1 to 500".into()));
     }
+    // Times are milliseconds since the epoch as a signed 64-bit integer (the document's
+    // `int64`); a larger value is no time at all.
+    if query
+        .since_ms
+        .into_iter()
+        .chain(query.until_ms)
+        .any(|t| i64::try_from(t).is_err())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "since_ms and until_ms must be at most {}",
+            i64::MAX
+        )));
+    }
     let outcome = match query.outcome.as_deref() {
         None => None,
         Some("ok") => Some(Outcome::Ok),

@@ -51,7 +51,7 @@ use crate::routes;
         api::List<api::KeyView>,
         model::Problem,
     )),
-    modifiers(&AdminToken),
+    modifiers(&AdminToken, &CommonRules),
     tags(
         (name = "clusters", description = "Redis deployments"),
         (name = "namespaces", description = "Tenant namespaces, their limits and usage"),
@@ -80,6 +80,97 @@ impl Modify for AdminToken {
                     .build(),
             ),
         );
+    }
+}
+
+/// Answers every admin operation can give whatever it does: the token is checked and
+/// the path, query and body parsed before the handler runs, and any call may find
+/// ZooKeeper unreachable. A handler's own description of one of these codes is kept.
+const COMMON_RESPONSES: &[(&str, &str)] = &[
+    (
+        "400",
+        "Malformed path, query or body, or an invalid name (`bad-request`)",
+    ),
+    ("401", "No or invalid admin token (`unauthorized`)"),
+    (
+        "503",
+        "ZooKeeper cannot be reached or the write's outcome is unknown (`registry-unavailable`); retry after `Retry-After` seconds",
+    ),
+];
+
+/// The form of each path parameter: deployment and namespace names
+/// (`larder_registry::names::cluster`, `::namespace`), token and key ids (`::id`).
+const PATH_PATTERNS: &[(&str, &str)] = &[
+    ("name", "^[a-z][a-z0-9-]{1,62}$"),
+    ("jti", "^[A-Za-z0-9_-]{1,64}$"),
+    ("kid", "^[A-Za-z0-9_-]{1,64}$"),
+];
+
+/// Applies [`COMMON_RESPONSES`] to every `/v1` operation and [`PATH_PATTERNS`] to the
+/// path parameters.
+struct CommonRules;
+
+impl Modify for CommonRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    // A header is text or absent; `Option<String>` made it nullable.
+                    if parameter.parameter_in == ParameterIn::Header
+                        && let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut()
+                        && let SchemaType::Array(types) = &object.schema_type
+                        && types.contains(&Type::Null)
+                    {
+                        object.schema_type = SchemaType::Type(Type::String);
+                    }
+                    if parameter.parameter_in != ParameterIn::Path {
+                        continue;
+                    }
+                    if let Some((_, pattern)) = PATH_PATTERNS
+                        .iter()
+                        .find(|(name, _)| *name == parameter.name)
+                    {
+                        parameter.schema = Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .pattern(Some(*pattern))
+                                .into(),
+                        );
+                    }
+                }
+                if !path.starts_with("/v1/") {
+                    continue;
+                }
+                for (status, description) in COMMON_RESPONSES {
+                    operation
+                        .responses
+                        .responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| {
+                            ResponseBuilder::new()
+                                .description(*description)
+                                .content(
+                                    "application/problem+json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("Problem")))
+                                        .build(),
+                                )
+                                .build()
+                                .into()
+                        });
+                }
+            }
+        }
     }
 }
 
@@ -113,8 +204,10 @@ pub mod model {
     }
 
     /// A registered Redis deployment.
+    // Not `deny_unknown_fields`: the API flattens this into a view with more fields,
+    // and a closed schema would refuse those (the round-trip test still catches a
+    // field missing here).
     #[derive(Debug, Serialize, Deserialize, ToSchema)]
-    #[serde(deny_unknown_fields)]
     #[schema(as = Cluster)]
     pub struct Cluster {
         pub name: String,
@@ -186,22 +279,24 @@ pub mod model {
     #[serde(default, deny_unknown_fields)]
     #[schema(as = Limits)]
     pub struct Limits {
-        #[schema(default = 512)]
+        #[schema(default = 512, minimum = 1, maximum = 65536)]
         pub max_key_bytes: u32,
-        #[schema(default = 1048576)]
+        #[schema(default = 1048576, minimum = 1, maximum = 536870912)]
         pub max_value_bytes: u64,
         /// TTL applied when a write names none; null keeps keys until evicted.
+        #[schema(minimum = 1)]
         pub default_ttl_s: Option<u64>,
         /// Upper bound on any TTL; null means unbounded.
+        #[schema(minimum = 1)]
         pub max_ttl_s: Option<u64>,
         /// Sustained operations per second across all gateways.
-        #[schema(default = 1000)]
+        #[schema(default = 1000, minimum = 1, maximum = 2147483647)]
         pub ops_per_sec: u32,
         /// Extra operations allowed in a burst.
-        #[schema(default = 2000)]
+        #[schema(default = 2000, maximum = 2147483647)]
         pub burst: u32,
         /// Memory budget, reserved on the deployment at placement, bytes.
-        #[schema(default = 67108864)]
+        #[schema(default = 67108864, minimum = 1)]
         pub memory_bytes: u64,
     }
 
@@ -213,20 +308,24 @@ pub mod model {
         Off,
         /// Every key, served at most `max_staleness_ms` old.
         On {
+            #[schema(minimum = 1, maximum = 60000)]
             max_staleness_ms: u64,
         },
         /// Only keys detected as hot: at least `min_rate_per_s` requests per second.
         Auto {
+            #[schema(minimum = 1, maximum = 60000)]
             max_staleness_ms: u64,
             #[serde(default)]
-            #[schema(default = 50)]
+            #[schema(default = 50, minimum = 1, maximum = 1000000)]
             min_rate_per_s: u32,
         },
     }
 
     /// A tenant namespace.
+    // Not `deny_unknown_fields`: the API flattens this into a view with more fields,
+    // and a closed schema would refuse those (the round-trip test still catches a
+    // field missing here).
     #[derive(Debug, Serialize, Deserialize, ToSchema)]
-    #[serde(deny_unknown_fields)]
     #[schema(as = Namespace)]
     pub struct Namespace {
         pub name: String,
@@ -253,6 +352,34 @@ pub mod model {
     }
 
     /// Whether a signing key still verifies tokens.
+    /// A Redis endpoint, `host:port` (`larder_registry::names::endpoint`): a host of
+    /// letters, digits, `-`, `.`, `_` (or a bracketed IPv6 address) and a port from 1
+    /// to 65535. Endpoints travel as strings; this documents their form.
+    pub struct Endpoint;
+
+    impl utoipa::PartialSchema for Endpoint {
+        fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+            utoipa::openapi::schema::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::schema::Type::String)
+                .pattern(Some(
+                    r"^[A-Za-z0-9._\[\]:-]{1,253}:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$",
+                ))
+                .into()
+        }
+    }
+
+    impl ToSchema for Endpoint {}
+
+    /// What a tenant token may carry.
+    #[derive(Debug, Serialize, Deserialize, ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    #[schema(as = TenantPermission)]
+    pub enum TenantPermission {
+        Read,
+        Write,
+        Queue,
+    }
+
     #[derive(Debug, Serialize, Deserialize, ToSchema)]
     #[serde(rename_all = "lowercase")]
     #[schema(as = KeyState)]
@@ -271,8 +398,10 @@ pub mod model {
     }
 
     /// One admin mutation: who, what, when and how it ended.
+    // Not `deny_unknown_fields`: the API flattens this into a view with more fields,
+    // and a closed schema would refuse those (the round-trip test still catches a
+    // field missing here).
     #[derive(Debug, Serialize, Deserialize, ToSchema)]
-    #[serde(deny_unknown_fields)]
     #[schema(as = AuditEntry)]
     pub struct AuditEntry {
         /// When the call finished, ms since the epoch.
@@ -293,7 +422,8 @@ pub mod model {
         pub outcome: Outcome,
         pub detail: Option<String>,
         /// The JSON request body, secrets scrubbed.
-        #[schema(value_type = Option<Object>)]
+        /// The request body as sent, when it was JSON (any JSON value).
+        #[schema(value_type = Option<serde_json::Value>)]
         pub request: Option<serde_json::Value>,
         pub request_id: Option<String>,
     }

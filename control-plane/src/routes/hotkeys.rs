@@ -27,6 +27,7 @@ pub const MAX_KEYS: usize = 64;
 #[into_params(parameter_in = Query)]
 pub struct HotKeyParams {
     /// How many keys, 1 to 64 (default 10).
+    #[param(minimum = 1, maximum = 64)]
     pub limit: Option<usize>,
 }
 

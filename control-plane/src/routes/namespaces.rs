@@ -27,6 +27,10 @@ use crate::openapi::model::Problem;
 use crate::routes::clusters;
 use crate::state::AppState;
 
+/// Highest hot-key threshold, requests per second: far above what one gateway serves, and
+/// within the `int32` the document gives the field.
+pub const MAX_HOT_RATE_PER_S: u32 = 1_000_000;
+
 /// Attempts at a compare-and-set before giving up with 409.
 const ATTEMPTS: usize = 8;
 
@@ -41,6 +45,14 @@ pub fn validate_limits(limits: &Limits) -> Result<(), ApiError> {
     if limits.default_ttl_s == Some(0) || limits.max_ttl_s == Some(0) {
         return bad("TTLs must be above zero (leave them out for no TTL)");
     }
+    // The document gives TTLs as `int64`.
+    if [limits.default_ttl_s, limits.max_ttl_s]
+        .into_iter()
+        .flatten()
+        .any(|t| i64::try_from(t).is_err())
+    {
+        return bad("TTLs must be at most 9223372036854775807 seconds");
+    }
     if let (Some(d), Some(m)) = (limits.default_ttl_s, limits.max_ttl_s)
         && d > m
     {
@@ -48,6 +60,10 @@ pub fn validate_limits(limits: &Limits) -> Result<(), ApiError> {
     }
     if limits.ops_per_sec == 0 {
         return bad("ops_per_sec must be above zero");
+    }
+    // The document gives rates as `int32`; a larger figure is no real limit either.
+    if limits.ops_per_sec > i32::MAX as u32 || limits.burst > i32::MAX as u32 {
+        return bad("ops_per_sec and burst must be at most 2147483647");
     }
     if limits.memory_bytes == 0 {
         return bad("memory_bytes must be above zero");
@@ -58,11 +74,13 @@ pub fn validate_limits(limits: &Limits) -> Result<(), ApiError> {
 fn validate_near_cache(policy: &NearCachePolicy) -> Result<(), ApiError> {
     match policy {
         NearCachePolicy::Off => Ok(()),
-        NearCachePolicy::Auto {
-            min_rate_per_s: 0, ..
-        } => Err(ApiError::BadRequest(
-            "near_cache.min_rate_per_s must be above zero".into(),
-        )),
+        NearCachePolicy::Auto { min_rate_per_s, .. }
+            if !(1..=MAX_HOT_RATE_PER_S).contains(min_rate_per_s) =>
+        {
+            Err(ApiError::BadRequest(format!(
+                "near_cache.min_rate_per_s must be 1 to {MAX_HOT_RATE_PER_S}"
+            )))
+        }
         NearCachePolicy::On { max_staleness_ms }
         | NearCachePolicy::Auto {
             max_staleness_ms, ..
@@ -74,7 +92,8 @@ fn validate_near_cache(policy: &NearCachePolicy) -> Result<(), ApiError> {
 }
 
 fn validate_owner(owner: &str) -> Result<(), ApiError> {
-    if owner.trim().is_empty() || owner.len() > 128 || owner.chars().any(char::is_control) {
+    if owner.trim().is_empty() || owner.chars().count() > 128 || owner.chars().any(char::is_control)
+    {
         return Err(ApiError::BadRequest(
             "owner must be 1 to 128 printable characters".into(),
         ));

@@ -75,7 +75,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let key = value
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= 255)
+        // `to_str` also lets spaces and tabs through; the key is visible ASCII only.
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
             ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
         })?;
@@ -107,7 +108,7 @@ fn issued(record: &TokenRecord, token: String) -> IssuedToken {
     tag = "tokens",
     params(
         ("name" = String, Path, description = "Namespace name"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the same token instead of a new one"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the same token instead of a new one", pattern = "^[!-~]{1,255}$"),
     ),
     request_body = IssueToken,
     responses(
@@ -141,7 +142,7 @@ pub async fn issue(
         Some(_) => {}
     }
     if request.subject.trim().is_empty()
-        || request.subject.len() > 128
+        || request.subject.chars().count() > 128
         || request.subject.chars().any(char::is_control)
     {
         return Err(ApiError::BadRequest(
