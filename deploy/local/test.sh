@@ -3,7 +3,8 @@
 # promtool on the Prometheus configuration and alert rules (with their unit tests),
 # systemd-analyze on the units, and every test (unit, handler and integration tests
 # against real ZooKeeper and Redis, which the test harness starts itself on free
-# loopback ports).
+# loopback ports), then schemathesis against a running gateway and control plane
+# (deploy/local/schemathesis.sh).
 #
 #   ./deploy/local/test.sh
 source "$(dirname "$0")/lib.sh"
@@ -36,3 +37,5 @@ else
 fi
 say "== tests"
 cargo nextest run --workspace --no-fail-fast
+say "== hostile input: schemathesis against a gateway and a control plane"
+./deploy/local/schemathesis.sh --no-build
