@@ -116,10 +116,10 @@ pub struct CreateNamespace {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub region: Option<String>,
     /// Limits; every field left out takes its default.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     #[schema(value_type = Option<doc::Limits>)]
     pub limits: Option<Limits>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     #[schema(value_type = Option<doc::NearCachePolicy>)]
     pub near_cache: Option<NearCachePolicy>,
 }
@@ -135,9 +135,17 @@ pub struct UpdateNamespace {
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub owner: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub limits: Option<LimitsPatch>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "object",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<doc::NearCachePolicy>)]
     pub near_cache: Option<NearCachePolicy>,
 }
@@ -175,6 +183,23 @@ pub struct LimitsPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub memory_bytes: Option<u64>,
+}
+
+/// A nested object field, read only from a JSON object or `null`: serde would also read
+/// a struct from an array of its field values (`"limits": [null, null]` as `{}`).
+fn object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value @ serde_json::Value::Object(_)) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(D::Error::custom),
+        Some(_) => Err(D::Error::custom("expected a JSON object")),
+    }
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
@@ -421,4 +446,29 @@ pub struct AuditPage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct List<T> {
     pub items: Vec<T>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_objects_only_from_objects() {
+        let patch: UpdateNamespace =
+            serde_json::from_str(r#"{"limits": {"burst": 5}, "near_cache": null}"#).unwrap();
+        assert_eq!(patch.limits.and_then(|l| l.burst), Some(5));
+        assert!(patch.near_cache.is_none());
+        for body in [
+            r#"{"limits": [null, null]}"#,
+            r#"{"near_cache": ["off"]}"#,
+            r#"{"limits": 3}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<UpdateNamespace>(body).is_err(),
+                "{body}"
+            );
+        }
+        let create = r#"{"name": "ab", "owner": "o", "limits": [512]}"#;
+        assert!(serde_json::from_str::<CreateNamespace>(create).is_err());
+    }
 }
