@@ -74,6 +74,21 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; th
 fi
 st=$venv/bin/st
 
+# The rest runs in a network namespace of its own, with only a loopback interface:
+# registering a cluster makes the control plane resolve and probe the endpoints
+# schemathesis generates (hostnames like `a0`), and none of that may leave the machine.
+# Packages and the build need the network, so they come first, outside.
+if [ -z "${LARDER_ST_IN_NETNS:-}" ]; then
+    command -v unshare >/dev/null && command -v ip >/dev/null \
+        || die "unshare and ip are needed (apt-get install util-linux iproute2)"
+    ensure_packages curl:curl
+    [ "$build" = no ] || cargo build --quiet --workspace --bins
+    netns=(unshare --net)
+    [ "$(id -u)" = 0 ] || netns=(unshare --map-root-user --net)
+    exec "${netns[@]}" -- env LARDER_ST_IN_NETNS=1 \
+        bash -c 'ip link set lo up && exec "$0" --no-build' "$0"
+fi
+
 for port in "$LARDER_ZK_PORT" "${LARDER_GATEWAY_ADDR##*:}" "${LARDER_CP_ADDR##*:}" \
     "$LARDER_REDIS_MASTER_PORT" "$LARDER_REDIS_REPLICA_PORT" $LARDER_REDIS_CLUSTER_PORTS \
     $(seq "$LARDER_AGENT_BASE_PORT" $((LARDER_AGENT_BASE_PORT + 4))); do
