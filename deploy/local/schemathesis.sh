@@ -113,14 +113,14 @@ say "== starting a throwaway platform ($LARDER_STATE)"
     || { tail -n 30 "$reports/up.log" >&2; die "up.sh failed; see $reports/up.log"; }
 
 # st_pass NAME SPEC URL TOKEN PASS MAX_EXAMPLES [EXTRA ST ARGS...]: one schemathesis
-# run with deploy/local/schemathesis-NAME.toml, its reports in the service's directory.
+# run with tests/schemathesis/NAME.toml, its reports in the service's directory.
 st_pass() {
     local name=$1 spec=$2 url=$3 token=$4 pass=$5 max_examples=$6; shift 6
     local dir=$reports/$name
     mkdir -p "$dir"
     say "== schemathesis $SCHEMATHESIS_VERSION: $name, $pass ($spec against $url)"
     # Run from the report directory: schemathesis keeps a cache in its working directory.
-    (cd "$dir" && "$st" --config-file "$LARDER_ROOT_DIR/deploy/local/schemathesis-$name.toml" run \
+    (cd "$dir" && "$st" --config-file "$LARDER_ROOT_DIR/tests/schemathesis/$name.toml" run \
         "$LARDER_ROOT_DIR/$spec" \
         --url "$url" \
         --header "Authorization: Bearer $token" \
@@ -170,7 +170,7 @@ verdict gateway "$rc" || status=1
 # Retiring signing keys runs last and on its own: once the key that signed the run's
 # admin token is retired, every later request is (rightly) a 401. use_after_free is left
 # out: deleting a namespace is asynchronous (202) and the namespace stays readable, in
-# state `deleting`, until its keys are gone (see schemathesis-control-plane.toml).
+# state `deleting`, until its keys are gone (see tests/schemathesis/control-plane.toml).
 rc=0
 st_pass control-plane openapi/control-plane.json "$cp_url" "$admin_token" all "$LARDER_ST_CP_EXAMPLES" \
     --exclude-path '/v1/keys/{kid}/retire' --exclude-checks use_after_free || rc=$?
