@@ -90,20 +90,33 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { error::ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
-        .layer(axum::middleware::from_fn(ratelimit::headers))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            overload::bound_body,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), around))
         .with_state(state.clone());
     // Shedding goes outside the shared layers, so a refused request costs no span, no
     // request id and no log line.
     larder_service::http::layers(router)
         .layer(axum::middleware::from_fn_with_state(state, overload::shed))
+}
+
+/// Middleware around every route, in one layer because each layer costs a clone of the
+/// route and a boxed future per request: the body bound (a body too large is refused
+/// before anything else, and is not counted), then the request metrics, then the
+/// `RateLimit-*` headers of the namespace the request was charged to.
+async fn around(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let request = match overload::bound_body(&state, request) {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    let tracked = state.metrics.begin(&state.snapshot.load(), &request);
+    let response = ratelimit::with_headers(next.run(request)).await;
+    if let Some(tracked) = tracked {
+        state.metrics.finish(tracked, &response);
+    }
+    response
 }
 
 /// Publishes this gateway in the registry and keeps its applied configuration zxid
@@ -178,7 +191,7 @@ pub async fn run(
         })
     };
     let metrics = Arc::new(metrics::Metrics::new());
-    let state = AppState {
+    let state = AppState::new(state::Shared {
         snapshot,
         backends: Arc::new(
             backend::Backends::new(
@@ -202,7 +215,7 @@ pub async fn run(
             config.max_in_flight_per_namespace,
         )),
         config: Arc::new(config),
-    };
+    });
     tracing::info!(%address, "gateway listening");
     let limits = state.config.serve_limits();
     let served = larder_service::http::serve_with(listener, router(state), shutdown, limits).await;

@@ -10,9 +10,8 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -22,7 +21,6 @@ use prometheus::{
 use larder_registry::{SessionStatus, Snapshot};
 
 use crate::error::{ApiError, Source};
-use crate::state::AppState;
 
 /// The `kind` label values of `larder_gateway_redis_errors_total`.
 pub const REDIS_ERROR_KINDS: [&str; 3] = ["unavailable", "timeout", "error"];
@@ -288,44 +286,54 @@ fn op(route: &str, method: &Method) -> &'static str {
     }
 }
 
-/// Counts and times data requests.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let Some(route) = route.filter(|r| r.starts_with("/v1/")) else {
-        return next.run(request).await;
-    };
-    let op = op(&route, request.method());
-    let namespace = {
+/// A data request being measured: what [`Metrics::finish`] labels it with.
+pub struct Tracked {
+    namespace: String,
+    op: &'static str,
+    start: Instant,
+}
+
+impl Metrics {
+    /// Starts measuring `request` if it is a data request (a `/v1/` route); counts it in
+    /// flight until [`Metrics::finish`].
+    pub fn begin(&self, snapshot: &Snapshot, request: &Request) -> Option<Tracked> {
+        let route = request.extensions().get::<MatchedPath>()?.as_str();
+        if !route.starts_with("/v1/") {
+            return None;
+        }
+        let op = op(route, request.method());
         let ns = request
             .uri()
             .path()
             .strip_prefix("/v1/namespaces/")
             .and_then(|r| r.split('/').next())
             .unwrap_or("");
-        if state.snapshot.load().namespace(ns).is_some() {
+        let namespace = if snapshot.namespace(ns).is_some() {
             ns.to_owned()
         } else {
             "_other".to_owned()
-        }
-    };
-    let m = &state.metrics;
-    m.in_flight.inc();
-    let start = Instant::now();
-    let response = next.run(request).await;
-    m.in_flight.dec();
-    m.duration
-        .with_label_values(&[&namespace, op])
-        .observe(start.elapsed().as_secs_f64());
-    m.requests
-        .with_label_values(&[&namespace, op, response.status().as_str()])
-        .inc();
-    if let Some(source) = response.extensions().get::<Source>() {
-        m.errors.with_label_values(&[source.as_str()]).inc();
+        };
+        self.in_flight.inc();
+        Some(Tracked {
+            namespace,
+            op,
+            start: Instant::now(),
+        })
     }
-    response
+
+    /// Records the outcome of a request [`Metrics::begin`] started measuring.
+    pub fn finish(&self, tracked: Tracked, response: &Response) {
+        self.in_flight.dec();
+        self.duration
+            .with_label_values(&[&tracked.namespace, tracked.op])
+            .observe(tracked.start.elapsed().as_secs_f64());
+        self.requests
+            .with_label_values(&[&tracked.namespace, tracked.op, response.status().as_str()])
+            .inc();
+        if let Some(source) = response.extensions().get::<Source>() {
+            self.errors.with_label_values(&[source.as_str()]).inc();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -153,10 +153,11 @@ pub async fn shed(State(state): State<AppState>, request: Request, next: Next) -
     next.run(request).await
 }
 
-/// Middleware: refuses a declared body over
-/// [`Config::max_body_bytes`](crate::Config::max_body_bytes) with 413 before reading it,
-/// and caps an undeclared (chunked) body at the same size while it is read.
-pub async fn bound_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Refuses a declared body over [`Config::max_body_bytes`](crate::Config::max_body_bytes)
+/// with 413 before reading it, and caps an undeclared (chunked) body at the same size
+/// while it is read.
+#[allow(clippy::result_large_err)] // the refusal is the response itself
+pub fn bound_body(state: &AppState, request: Request) -> Result<Request, Response> {
     let max = state.config.max_body_bytes;
     let declared = request
         .headers()
@@ -164,17 +165,16 @@ pub async fn bound_body(State(state): State<AppState>, request: Request, next: N
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max) {
-        return ApiError::BodyTooLarge { max: Some(max) }.into_response();
+        return Err(ApiError::BodyTooLarge { max: Some(max) }.into_response());
     }
     // A declared length is enforced by the HTTP layer; only a chunked body needs capping
     // as it is read.
-    let request = if declared.is_some() || request.body().is_end_stream() {
+    Ok(if declared.is_some() || request.body().is_end_stream() {
         request
     } else {
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
         request.map(|body| Body::new(http_body_util::Limited::new(body, limit)))
-    };
-    next.run(request).await
+    })
 }
 
 #[cfg(test)]

@@ -15,9 +15,7 @@ use std::time::Instant;
 
 use std::cell::Cell;
 
-use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 
 #[derive(Debug)]
@@ -138,14 +136,14 @@ fn set_headers(response: &mut Response, d: &Decision) {
     h.insert("ratelimit-reset", HeaderValue::from(d.reset_s));
 }
 
-/// Middleware: adds `RateLimit-*` headers to every response of a request that was
-/// charged to a namespace (the charge itself happens once per request, in the
-/// authorisation step, after the token is verified, so callers without a valid token
-/// cannot use up a tenant's budget).
-pub async fn headers(request: Request, next: Next) -> Response {
+/// Runs `handling` (a request's handling) and adds `RateLimit-*` headers to its response
+/// when the request was charged to a namespace (the charge itself happens once per
+/// request, in the authorisation step, after the token is verified, so callers without a
+/// valid token cannot use up a tenant's budget).
+pub async fn with_headers(handling: impl Future<Output = Response>) -> Response {
     DECISION
         .scope(Cell::new(None), async move {
-            let mut response = next.run(request).await;
+            let mut response = handling.await;
             if let Some(d) = DECISION.with(Cell::get) {
                 set_headers(&mut response, &d);
             }

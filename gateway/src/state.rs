@@ -13,9 +13,27 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs, behind one `Arc`: every middleware and extractor clones
+/// the state per request, so a clone is one atomic increment, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub snapshot: SnapshotReader,
     pub backends: Arc<Backends>,
     pub verifier: Arc<Verifier>,
