@@ -17,12 +17,21 @@
 //! The run is bounded: requests still unanswered `drain` seconds after the last one was
 //! due are counted as errors and recorded with the time they had waited by then (a lower
 //! bound), so an overloaded server cannot hide behind missing samples.
+//!
+//! Phases compare conditions within one run. Wall-clock time from a shared epoch is cut
+//! into slices of `--phase-length` seconds, numbered 0, 1, … `--phases`−1 in turn. A
+//! generator given `--only-phase k` sends only in the slices of phase `k`; the others
+//! send throughout and report their latency by phase as well (requests due in the first
+//! tenth of a slice, while the previous phase's traffic may still be draining, are left
+//! out of the phase figures). Several generators with the same epoch thus switch a load
+//! on and off every few seconds, and conditions on a shared, noisy machine are compared
+//! within seconds of each other instead of minutes apart.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, TryLockError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
@@ -73,12 +82,89 @@ pub struct Args {
     /// Connections (each carries one request at a time).
     #[arg(long, default_value_t = 64)]
     pub connections: u32,
+    /// Phases the run's time is cut into (see the module documentation); 1 means none.
+    #[arg(long, default_value_t = 1)]
+    pub phases: u32,
+    /// Seconds each phase slice lasts.
+    #[arg(long, default_value_t = 2.0)]
+    pub phase_length: f64,
+    /// The shared start of the phase slices, milliseconds since the UNIX epoch (default:
+    /// this run's start).
+    #[arg(long)]
+    pub phase_epoch_ms: Option<u64>,
+    /// Send only in the slices of this phase.
+    #[arg(long)]
+    pub only_phase: Option<u32>,
+}
+
+/// Wall-clock slices of a run, numbered by phase.
+#[derive(Debug, Clone, Copy)]
+struct Phases {
+    count: u32,
+    length_s: f64,
+    /// An instant and its position in seconds since the phase epoch.
+    anchor: Instant,
+    anchor_s: f64,
+}
+
+impl Phases {
+    fn new(count: u32, length_s: f64, epoch_ms: Option<u64>) -> Phases {
+        let anchor = Instant::now();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let epoch_ms = epoch_ms.unwrap_or(now_ms);
+        Phases {
+            count,
+            length_s,
+            anchor,
+            anchor_s: (now_ms as f64 - epoch_ms as f64) / 1000.0,
+        }
+    }
+
+    /// Seconds from the phase epoch to `t`.
+    fn position(&self, t: Instant) -> f64 {
+        self.anchor_s + t.saturating_duration_since(self.anchor).as_secs_f64()
+            - self.anchor.saturating_duration_since(t).as_secs_f64()
+    }
+
+    /// The start of the first slice of `phase` after `t`.
+    fn next_start(&self, t: Instant, phase: u32) -> Instant {
+        let s = self.position(t);
+        let mut slice = (s / self.length_s).floor() as i64 + 1;
+        while slice.rem_euclid(i64::from(self.count)) != i64::from(phase) {
+            slice += 1;
+        }
+        let ahead = slice as f64 * self.length_s - s;
+        t + Duration::from_secs_f64(ahead.max(0.0))
+    }
+
+    /// The phase of `t`, and whether `t` lies in the first tenth of its slice.
+    fn of(&self, t: Instant) -> (u32, bool) {
+        let (slice, settling) = self.slice(t);
+        (self.phase_of_slice(slice), settling)
+    }
+
+    /// The slice `t` lies in (numbered from the epoch), and whether it lies in the first
+    /// tenth of it.
+    fn slice(&self, t: Instant) -> (i64, bool) {
+        let s = self.position(t);
+        let slice = (s / self.length_s).floor();
+        let into = s - slice * self.length_s;
+        (slice as i64, into < self.length_s / 10.0)
+    }
+
+    fn phase_of_slice(&self, slice: i64) -> u32 {
+        slice.rem_euclid(i64::from(self.count)) as u32
+    }
 }
 
 /// What was seen, by one reader or by the pacer.
 #[derive(Debug, Default)]
 struct Tally {
     latencies_us: Vec<u64>,
+    /// The same latencies by phase slice (empty without phases), settling times left out.
+    by_slice: BTreeMap<i64, Vec<u64>>,
     ok: u64,
     answered: u64,
     /// Answers including those of the warm-up, for CPU per request (CPU is sampled over
@@ -88,12 +174,27 @@ struct Tally {
 }
 
 impl Tally {
+    /// Records the latency of a request due at `intended`.
+    fn latency(&mut self, phases: Option<&Phases>, intended: Instant, latency: Duration) {
+        let us = micros(latency);
+        self.latencies_us.push(us);
+        if let Some(p) = phases {
+            let (slice, settling) = p.slice(intended);
+            if !settling {
+                self.by_slice.entry(slice).or_default().push(us);
+            }
+        }
+    }
+
     fn error(&mut self, what: impl Into<String>) {
         *self.errors.entry(what.into()).or_default() += 1;
     }
 
     fn merge(&mut self, other: Tally) {
         self.latencies_us.extend(other.latencies_us);
+        for (slice, theirs) in other.by_slice {
+            self.by_slice.entry(slice).or_default().extend(theirs);
+        }
         self.ok += other.ok;
         self.answered += other.answered;
         self.handled += other.handled;
@@ -126,6 +227,7 @@ struct Shared {
     authority: String,
     record_from: Instant,
     give_up: Instant,
+    phases: Option<Phases>,
 }
 
 impl Shared {
@@ -147,6 +249,12 @@ pub async fn run(args: &Args) -> anyhow::Result<Record> {
     }
     if args.connections == 0 {
         bail!("--connections must be above zero");
+    }
+    if args.phases == 0 || !(args.phase_length > 0.0 && args.phase_length.is_finite()) {
+        bail!("--phases and --phase-length must be above zero");
+    }
+    if args.only_phase.is_some_and(|k| k >= args.phases) {
+        bail!("--only-phase must be below --phases");
     }
     let target = Target::parse(&args.url)?;
     let headers = args
@@ -182,6 +290,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Record> {
         authority: target.authority.clone(),
         record_from: start + warmup,
         give_up: start + warmup + duration + Duration::from_secs_f64(args.drain),
+        phases: (args.phases > 1)
+            .then(|| Phases::new(args.phases, args.phase_length, args.phase_epoch_ms)),
     });
     let total = ((args.warmup + args.duration) * args.rate).round() as u64;
 
@@ -198,10 +308,10 @@ pub async fn run(args: &Args) -> anyhow::Result<Record> {
         .enumerate()
         .map(|(i, c)| tokio::spawn(read_answers(shared.clone(), i, c, cancel.clone())))
         .collect();
-    let rate = args.rate;
+    let (rate, only_phase) = (args.rate, args.only_phase);
     let pacer = {
         let shared = shared.clone();
-        tokio::task::spawn_blocking(move || pace(&shared, start, rate, total))
+        tokio::task::spawn_blocking(move || pace(&shared, start, rate, total, only_phase))
     };
     let mut tally = pacer.await?;
     // The last answers: wait until every connection is idle, or until the bound.
@@ -222,9 +332,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Record> {
         if let SlotState::InFlight(intended) = lock(slot).state
             && shared.recorded(intended)
         {
-            tally
-                .latencies_us
-                .push(micros(shared.give_up.saturating_duration_since(intended)));
+            let waited = shared.give_up.saturating_duration_since(intended);
+            tally.latency(shared.phases.as_ref(), intended, waited);
             tally.error("unanswered");
         }
     }
@@ -239,14 +348,49 @@ pub async fn run(args: &Args) -> anyhow::Result<Record> {
     record.errors = tally.errors.values().sum();
     record.error_detail = tally.errors;
     record.latency = Some(Latency::of(tally.latencies_us));
+    if let Some(phases) = shared.phases.filter(|_| args.only_phase.is_none()) {
+        let (pooled, slice_p99) = by_phase(&phases, tally.by_slice);
+        record.phase_latency = pooled;
+        record.phase_slice_p99_us = slice_p99;
+    }
     record.cpu_s_per_10k = per_10k(&cpu, tally.handled);
     record.cpu_s = cpu;
     Ok(record)
 }
 
+/// Each phase's latency over all its slices, and the median of its slices' p99s: a
+/// figure a few slices disturbed by something else on the machine cannot move much.
+/// Slices with fewer than half the requests of the fullest (cut by the run's start or
+/// end) count only in the first.
+fn by_phase(phases: &Phases, by_slice: BTreeMap<i64, Vec<u64>>) -> (Vec<Latency>, Vec<u64>) {
+    let n = phases.count as usize;
+    let full = by_slice.values().map(Vec::len).max().unwrap_or(0);
+    let mut pooled: Vec<Vec<u64>> = vec![Vec::new(); n];
+    let mut slice_p99: Vec<Vec<u64>> = vec![Vec::new(); n];
+    for (slice, latencies) in by_slice {
+        let phase = phases.phase_of_slice(slice) as usize;
+        if latencies.len() * 2 >= full {
+            slice_p99[phase].push(Latency::of(latencies.clone()).p99_us);
+        }
+        pooled[phase].extend(latencies);
+    }
+    let medians = slice_p99
+        .into_iter()
+        .map(|mut p99s| {
+            p99s.sort_unstable();
+            match p99s.len() {
+                0 => 0,
+                k if k % 2 == 1 => p99s[k / 2],
+                k => (p99s[k / 2 - 1] + p99s[k / 2]) / 2,
+            }
+        })
+        .collect();
+    (pooled.into_iter().map(Latency::of).collect(), medians)
+}
+
 /// Releases request `i` at `start + i / rate` and writes it on the next idle
 /// connection; returns what it recorded itself (requests never sent).
-fn pace(shared: &Shared, start: Instant, rate: f64, total: u64) -> Tally {
+fn pace(shared: &Shared, start: Instant, rate: f64, total: u64, only_phase: Option<u32>) -> Tally {
     let due_at = |i: u64| start + Duration::from_secs_f64(i as f64 / rate);
     let mut tally = Tally::default();
     let mut released = 0;
@@ -258,16 +402,26 @@ fn pace(shared: &Shared, start: Instant, rate: f64, total: u64) -> Tally {
         if now >= shared.give_up {
             for intended in backlog.drain(..) {
                 if shared.recorded(intended) {
-                    tally
-                        .latencies_us
-                        .push(micros(shared.give_up.saturating_duration_since(intended)));
+                    let waited = shared.give_up.saturating_duration_since(intended);
+                    tally.latency(shared.phases.as_ref(), intended, waited);
                     tally.error("never-sent");
                 }
             }
             return tally;
         }
         while released < total && due_at(released) <= now {
-            backlog.push_back(due_at(released));
+            let due = due_at(released);
+            if let (Some(only), Some(phases)) = (only_phase, shared.phases.as_ref())
+                && phases.of(due).0 != only
+            {
+                // Skip to the first request due in this generator's next slice, so the
+                // pacer sleeps through the other phases instead of waking for each.
+                let next = phases.next_start(due, only);
+                let index = (next.saturating_duration_since(start).as_secs_f64() * rate).ceil();
+                released = (index as u64).max(released + 1);
+                continue;
+            }
+            backlog.push_back(due);
             released += 1;
         }
         'dispatch: while let Some(&intended) = backlog.front() {
@@ -368,17 +522,15 @@ async fn read_answers(
                         } else {
                             tally.error(format!("status-{}", answer.status));
                         }
-                        tally
-                            .latencies_us
-                            .push(micros(done.saturating_duration_since(intended)));
+                        let latency = done.saturating_duration_since(intended);
+                        tally.latency(shared.phases.as_ref(), intended, latency);
                     }
                 }
                 Err(e) => {
                     if let Some(intended) = recorded {
                         tally.error(format!("io-{:?}", e.kind()));
-                        tally
-                            .latencies_us
-                            .push(micros(done.saturating_duration_since(intended)));
+                        let latency = done.saturating_duration_since(intended);
+                        tally.latency(shared.phases.as_ref(), intended, latency);
                     }
                 }
             }
@@ -477,6 +629,10 @@ mod tests {
             warmup: 0.0,
             drain: 2.0,
             connections,
+            phases: 1,
+            phase_length: 2.0,
+            phase_epoch_ms: None,
+            only_phase: None,
         }
     }
 
@@ -520,5 +676,65 @@ mod tests {
         let failed: u64 = record.error_detail.values().sum();
         assert!(failed > 50, "{:?}", record.error_detail);
         assert_eq!(record.latency.unwrap().samples, 200);
+    }
+
+    #[test]
+    fn phases_follow_the_wall_clock_from_the_epoch() {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        // The epoch was 2.55 s ago: with 1-second slices of 3 phases, now is 0.55 s into
+        // slice 2; 0.5 s later is slice 3, phase 0, within its settling tenth.
+        let p = Phases::new(3, 1.0, Some(now_ms - 2_550));
+        let t = p.anchor;
+        assert_eq!(p.of(t), (2, false));
+        assert_eq!(p.of(t + Duration::from_millis(500)), (0, true));
+        assert_eq!(p.of(t + Duration::from_millis(700)), (0, false));
+        assert_eq!(p.of(t - Duration::from_millis(600)), (1, false));
+        // Before the epoch, slices still count in turn.
+        assert_eq!(p.of(t - Duration::from_millis(2_600)), (2, false));
+        // Phase 1 next starts 1.45 s from now, phase 0 0.45 s from now.
+        let next = p.next_start(t, 1).duration_since(t).as_secs_f64();
+        assert!((next - 1.45).abs() < 0.001, "{next}");
+        let next = p.next_start(t, 0).duration_since(t).as_secs_f64();
+        assert!((next - 0.45).abs() < 0.001, "{next}");
+    }
+
+    /// A generator limited to one of two phases sends only in its slices; one sending
+    /// throughout reports each phase's requests apart, settling times left out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_phase_limited_generator_sends_only_in_its_slices() {
+        let address = server(Duration::ZERO, None).await;
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let mut a = args(&address, 400.0, 2.0, 4);
+        a.phases = 2;
+        a.phase_length = 0.25;
+        a.phase_epoch_ms = Some(epoch);
+        a.only_phase = Some(1);
+        let limited = run(&a).await.unwrap();
+        assert_eq!(limited.errors, 0, "{:?}", limited.error_detail);
+        assert!(
+            (360..=440).contains(&limited.requests),
+            "half of 800 due requests, give or take a slice: {}",
+            limited.requests
+        );
+        assert!(limited.phase_latency.is_empty());
+        a.only_phase = None;
+        let all = run(&a).await.unwrap();
+        assert_eq!(all.requests, 800);
+        let counts: Vec<u64> = all.phase_latency.iter().map(|l| l.samples).collect();
+        assert_eq!(counts.len(), 2);
+        assert_eq!(all.phase_slice_p99_us.len(), 2);
+        assert!(all.phase_slice_p99_us.iter().all(|&p| p > 0));
+        for c in &counts {
+            assert!(
+                (300..=380).contains(c),
+                "nine tenths of ~400 per phase: {counts:?}"
+            );
+        }
     }
 }

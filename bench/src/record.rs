@@ -74,6 +74,12 @@ pub struct Record {
     /// it (not corrected; for information only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
+    /// Open loop with phases: the latency of the requests due in each phase's slices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phase_latency: Vec<Latency>,
+    /// Open loop with phases: the median of the p99s of each phase's slices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phase_slice_p99_us: Vec<u64>,
     /// `redis-benchmark`'s own latency figures (closed loop), milliseconds.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub closed_latency_ms: BTreeMap<String, f64>,
@@ -102,6 +108,8 @@ impl Record {
             errors: 0,
             error_detail: BTreeMap::new(),
             latency: None,
+            phase_latency: Vec::new(),
+            phase_slice_p99_us: Vec::new(),
             closed_latency_ms: BTreeMap::new(),
             cpu_s: BTreeMap::new(),
             cpu_s_per_10k: BTreeMap::new(),

@@ -1,23 +1,35 @@
 #!/usr/bin/env bash
-# Noisy neighbour, measured on release binaries with the gateway in its own process:
-# the p99 of a quiet namespace read at a fixed rate (open loop, larder-bench openloop)
-# alone, beside a neighbour driven at 10 times its rate limit (answered 429 beyond it),
-# and beside a neighbour sending the same rate within its limit (all served), in
-# alternating rounds, so the cost of refused requests can be told from the cost of the
-# same amount of traffic on the same cores.
+# Noisy neighbour, measured on release binaries with the gateway in its own process.
 #
-#   ./deploy/bench/noisy-neighbour.sh [--rounds N]
+# A quiet namespace is read at a fixed rate (open loop, larder-bench openloop) for the
+# whole run, while the run's time is cut into 2-second slices taken in turn by five
+# phases:
+#   0  alone;
+#   1  beside a neighbour driven at 10 times its rate limit (answered 429 beyond it);
+#   2  alone again: the noise floor, since phases 0 and 2 differ only in time;
+#   3  beside a neighbour sending the same rate within its limit (all served), so the
+#      cost of refused requests can be told from the cost of the same traffic served;
+#   4  beside the same rate of GET /healthz: no token, no namespace, no Redis, only HTTP
+#      through the gateway, the least any request can cost on these cores; what a
+#      refusal costs beyond it is what the gateway could still save.
+# The neighbours' generators send only in their phase's slices. Interleaving the phases
+# every few seconds compares them under the same conditions of a shared machine, whose
+# own tail latency drifts by several times over minutes. The quiet namespace's p99 in
+# each phase is printed, with its ratio to phase 0, and the median of the p99s of its
+# 2-second slices (which a few slices disturbed by something else cannot move much).
+#
+#   ./deploy/bench/noisy-neighbour.sh [--duration SECONDS]
 #
 # Uses the local platform (started with --release if it is not up, and stopped again).
 set -euo pipefail
 source "$(dirname "$0")/../local/lib.sh"
 cd "$LARDER_ROOT_DIR"
 
-rounds=3
+duration=120
 while [ $# -gt 0 ]; do
     case $1 in
-        --rounds) rounds=$2; shift ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        --duration) duration=$2; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
     shift
@@ -26,6 +38,10 @@ ensure_packages jq:jq
 QUIET_RATE=${LARDER_NOISY_QUIET_RATE:-1000}
 NOISY_LIMIT=${LARDER_NOISY_LIMIT:-200}
 FLOOD_RATE=$((NOISY_LIMIT * 10))
+# The neighbours' load generators run at the lowest CPU priority: a neighbour's clients
+# run on its own machines, and here they would otherwise take the quiet client's core
+# time on a machine of two cores, which says nothing about the gateway.
+NEIGHBOUR_NICE=${LARDER_NOISY_NICE:-19}
 
 cargo build --release --quiet -p larder-gateway -p larder-control-plane -p larder-agent -p larder-bench
 started=no
@@ -53,27 +69,30 @@ for pair in "demo:$quiet_token" "noisy:$noisy_token" "busy:$busy_token"; do
         || die "seeding namespace ${pair%%:*} failed"
 done
 
-quiet() {
-    "$BIN/larder-bench" openloop --target gateway --op get --size 100 \
-        --url "$GW/v1/namespaces/demo/keys/k" --header "Authorization: Bearer $quiet_token" \
-        --rate "$QUIET_RATE" --duration 8 --connections 16 2>/dev/null \
-        | jq -r '"p50 \(.latency.p50_us) µs, p99 \(.latency.p99_us) µs, \(.errors) failed"'
+# All three generators share one phase clock, starting shortly after they do.
+epoch=$(($(date +%s%3N) + 1500))
+phased=(--phases 5 --phase-length 2 --phase-epoch-ms "$epoch" --duration "$duration" --warmup 1)
+generate() { # PATH TOKEN RATE CONNECTIONS OUT [ONLY_PHASE]
+    local nice=()
+    [ -z "${6:-}" ] || nice=(nice -n "$NEIGHBOUR_NICE")
+    "${nice[@]}" "$BIN/larder-bench" openloop --target gateway --op get --size 100 \
+        --url "$GW$1" --header "Authorization: Bearer $2" \
+        --rate "$3" --connections "$4" "${phased[@]}" ${6:+--only-phase "$6"} >"$5" 2>/dev/null
 }
-flood() { # NAMESPACE TOKEN OUT
-    "$BIN/larder-bench" openloop --target gateway --op get --size 100 \
-        --url "$GW/v1/namespaces/$1/keys/k" --header "Authorization: Bearer $2" \
-        --rate "$FLOOD_RATE" --duration 11 --warmup 0.5 --connections 32 >"$3" 2>/dev/null
-}
-say "quiet namespace at $QUIET_RATE/s; neighbour limited to $NOISY_LIMIT ops/s, driven at $FLOOD_RATE/s"
-for round in $(seq 1 "$rounds"); do
-    say "round $round: alone:                          $(quiet)"
-    flood noisy "$noisy_token" "$LARDER_STATE/flood-noisy.json" & pid=$!
-    sleep 1
-    say "round $round: beside the neighbour over limit: $(quiet)"
-    wait "$pid"
-    say "  neighbour: $(jq -c '.error_detail' "$LARDER_STATE/flood-noisy.json") refused, $(jq '.rps|floor' "$LARDER_STATE/flood-noisy.json") req/s served"
-    flood busy "$busy_token" "$LARDER_STATE/flood-busy.json" & pid=$!
-    sleep 1
-    say "round $round: beside the same rate, all served: $(quiet)"
-    wait "$pid"
-done
+say "quiet namespace at $QUIET_RATE/s for ${duration} s; neighbour limited to $NOISY_LIMIT ops/s, driven at $FLOOD_RATE/s in phase 1; the same rate within a limit in phase 3, of /healthz in phase 4"
+key=/v1/namespaces/%s/keys/k
+generate "$(printf $key noisy)" "$noisy_token" "$FLOOD_RATE" 32 "$LARDER_STATE/flood-noisy.json" 1 & over=$!
+generate "$(printf $key busy)" "$busy_token" "$FLOOD_RATE" 32 "$LARDER_STATE/flood-busy.json" 3 & served=$!
+generate /healthz none "$FLOOD_RATE" 32 "$LARDER_STATE/flood-health.json" 4 & health=$!
+generate "$(printf $key demo)" "$quiet_token" "$QUIET_RATE" 16 "$LARDER_STATE/quiet.json"
+wait "$over" "$served" "$health"
+say "neighbour over its limit: $(jq -c '.error_detail' "$LARDER_STATE/flood-noisy.json") refused, $(jq '.requests - .errors' "$LARDER_STATE/flood-noisy.json") served"
+say "neighbour within its limit: $(jq -c '.error_detail' "$LARDER_STATE/flood-busy.json") failed, $(jq '.requests - .errors' "$LARDER_STATE/flood-busy.json") served"
+say "health checks: $(jq '.requests - .errors' "$LARDER_STATE/flood-health.json") answered, $(jq '.errors' "$LARDER_STATE/flood-health.json") failed"
+say "quiet namespace: $(jq '.requests' "$LARDER_STATE/quiet.json") requests, $(jq '.errors' "$LARDER_STATE/quiet.json") failed"
+jq -r '.phase_latency as $p | .phase_slice_p99_us as $m
+    | def pct(a; b): ((a / b * 100 | round) - 100) | if . >= 0 then "+\(.)" else "\(.)" end;
+    ["alone", "neighbour over its limit", "alone again (noise floor)", "neighbour within its limit", "neighbour reading /healthz"]
+    | to_entries[]
+    | "  phase \(.key) \(.value):\n      p50 \($p[.key].p50_us) µs, p99 \($p[.key].p99_us) µs (\(pct($p[.key].p99_us; $p[0].p99_us)) % against phase 0), median of slice p99s \($m[.key]) µs (\(pct($m[.key]; $m[0])) %), \($p[.key].samples) requests"' \
+    "$LARDER_STATE/quiet.json"
