@@ -18,7 +18,12 @@
 # each phase is printed, with its ratio to phase 0, and the median of the p99s of its
 # 2-second slices (which a few slices disturbed by something else cannot move much).
 #
-#   ./deploy/bench/noisy-neighbour.sh [--duration SECONDS]
+# With --reference, the same is then measured on the reference server (axum and the
+# redis crate, nothing else; larder-bench reference-server) in three phases: alone, beside
+# a neighbour reading another key at the same rate as above, alone again. It tells what
+# the same traffic does to the stack itself on these cores.
+#
+#   ./deploy/bench/noisy-neighbour.sh [--duration SECONDS] [--reference]
 #
 # Uses the local platform (started with --release if it is not up, and stopped again).
 set -euo pipefail
@@ -26,10 +31,12 @@ source "$(dirname "$0")/../local/lib.sh"
 cd "$LARDER_ROOT_DIR"
 
 duration=120
+reference=no
 while [ $# -gt 0 ]; do
     case $1 in
         --duration) duration=$2; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        --reference) reference=yes ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
     shift
@@ -49,7 +56,11 @@ if ! curl -fsS -o /dev/null "http://$LARDER_GATEWAY_ADDR/healthz" 2>/dev/null; t
     ./deploy/local/up.sh --release --no-build >/dev/null
     started=yes
 fi
-cleanup() { [ "$started" = no ] || ./deploy/local/down.sh >/dev/null; }
+ref_pid=
+cleanup() {
+    [ -z "$ref_pid" ] || kill "$ref_pid" 2>/dev/null || true
+    [ "$started" = no ] || ./deploy/local/down.sh >/dev/null
+}
 trap cleanup EXIT
 
 BIN=target/release
@@ -69,30 +80,62 @@ for pair in "demo:$quiet_token" "noisy:$noisy_token" "busy:$busy_token"; do
         || die "seeding namespace ${pair%%:*} failed"
 done
 
-# All three generators share one phase clock, starting shortly after they do.
-epoch=$(($(date +%s%3N) + 1500))
-phased=(--phases 5 --phase-length 2 --phase-epoch-ms "$epoch" --duration "$duration" --warmup 1)
-generate() { # PATH TOKEN RATE CONNECTIONS OUT [ONLY_PHASE]
+# The generators of one measurement share a phase clock, starting shortly after they do.
+phased=()
+phases() { # COUNT
+    local epoch=$(($(date +%s%3N) + 1500))
+    phased=(--phases "$1" --phase-length 2 --phase-epoch-ms "$epoch" --duration "$duration" --warmup 1)
+}
+generate() { # URL TOKEN RATE CONNECTIONS OUT [ONLY_PHASE]
     local nice=()
     [ -z "${6:-}" ] || nice=(nice -n "$NEIGHBOUR_NICE")
     "${nice[@]}" "$BIN/larder-bench" openloop --target gateway --op get --size 100 \
-        --url "$GW$1" --header "Authorization: Bearer $2" \
+        --url "$1" --header "Authorization: Bearer $2" \
         --rate "$3" --connections "$4" "${phased[@]}" ${6:+--only-phase "$6"} >"$5" 2>/dev/null
 }
+# report OUT NAME...: each phase's p50 and p99 of the quiet generator's record OUT.
+report() {
+    local out=$1; shift
+    printf '%s\n' "$@" | jq -R . | jq -s . >"$out.names"
+    jq -r --slurpfile names "$out.names" '.phase_latency as $p | .phase_slice_p99_us as $m
+        | def pct(a; b): ((a / b * 100 | round) - 100) | if . >= 0 then "+\(.)" else "\(.)" end;
+        $names[0] | to_entries[]
+        | "  phase \(.key) \(.value):\n      p50 \($p[.key].p50_us) µs, p99 \($p[.key].p99_us) µs (\(pct($p[.key].p99_us; $p[0].p99_us)) % against phase 0), median of slice p99s \($m[.key]) µs (\(pct($m[.key]; $m[0])) %), \($p[.key].samples) requests"' \
+        "$out"
+}
 say "quiet namespace at $QUIET_RATE/s for ${duration} s; neighbour limited to $NOISY_LIMIT ops/s, driven at $FLOOD_RATE/s in phase 1; the same rate within a limit in phase 3, of /healthz in phase 4"
-key=/v1/namespaces/%s/keys/k
-generate "$(printf $key noisy)" "$noisy_token" "$FLOOD_RATE" 32 "$LARDER_STATE/flood-noisy.json" 1 & over=$!
-generate "$(printf $key busy)" "$busy_token" "$FLOOD_RATE" 32 "$LARDER_STATE/flood-busy.json" 3 & served=$!
-generate /healthz none "$FLOOD_RATE" 32 "$LARDER_STATE/flood-health.json" 4 & health=$!
-generate "$(printf $key demo)" "$quiet_token" "$QUIET_RATE" 16 "$LARDER_STATE/quiet.json"
+key=$GW/v1/namespaces/%s/keys/k
+phases 5
+generate "$(printf "$key" noisy)" "$noisy_token" "$FLOOD_RATE" 32 "$LARDER_STATE/flood-noisy.json" 1 & over=$!
+generate "$(printf "$key" busy)" "$busy_token" "$FLOOD_RATE" 32 "$LARDER_STATE/flood-busy.json" 3 & served=$!
+generate "$GW/healthz" none "$FLOOD_RATE" 32 "$LARDER_STATE/flood-health.json" 4 & health=$!
+generate "$(printf "$key" demo)" "$quiet_token" "$QUIET_RATE" 16 "$LARDER_STATE/quiet.json"
 wait "$over" "$served" "$health"
 say "neighbour over its limit: $(jq -c '.error_detail' "$LARDER_STATE/flood-noisy.json") refused, $(jq '.requests - .errors' "$LARDER_STATE/flood-noisy.json") served"
 say "neighbour within its limit: $(jq -c '.error_detail' "$LARDER_STATE/flood-busy.json") failed, $(jq '.requests - .errors' "$LARDER_STATE/flood-busy.json") served"
 say "health checks: $(jq '.requests - .errors' "$LARDER_STATE/flood-health.json") answered, $(jq '.errors' "$LARDER_STATE/flood-health.json") failed"
 say "quiet namespace: $(jq '.requests' "$LARDER_STATE/quiet.json") requests, $(jq '.errors' "$LARDER_STATE/quiet.json") failed"
-jq -r '.phase_latency as $p | .phase_slice_p99_us as $m
-    | def pct(a; b): ((a / b * 100 | round) - 100) | if . >= 0 then "+\(.)" else "\(.)" end;
-    ["alone", "neighbour over its limit", "alone again (noise floor)", "neighbour within its limit", "neighbour reading /healthz"]
-    | to_entries[]
-    | "  phase \(.key) \(.value):\n      p50 \($p[.key].p50_us) µs, p99 \($p[.key].p99_us) µs (\(pct($p[.key].p99_us; $p[0].p99_us)) % against phase 0), median of slice p99s \($m[.key]) µs (\(pct($m[.key]; $m[0])) %), \($p[.key].samples) requests"' \
-    "$LARDER_STATE/quiet.json"
+report "$LARDER_STATE/quiet.json" "alone" "neighbour over its limit" "alone again (noise floor)" \
+    "neighbour within its limit" "neighbour reading /healthz"
+
+[ "$reference" = yes ] || exit 0
+REF_PORT=${LARDER_NOISY_REFERENCE_PORT:-7390}
+REF=http://127.0.0.1:$REF_PORT
+"$BIN/larder-bench" reference-server --listen "127.0.0.1:$REF_PORT" \
+    --redis "redis://127.0.0.1:$LARDER_REDIS_MASTER_PORT/" >"$LARDER_STATE/reference.log" 2>&1 </dev/null &
+ref_pid=$!
+for _ in $(seq 1 50); do
+    curl -s -o /dev/null -X PUT --data-binary "@$LARDER_STATE/value-100.bin" "$REF/keys/noisy-q" && break
+    sleep 0.1
+done
+for k in noisy-q noisy-n; do
+    curl -fsS -o /dev/null -X PUT --data-binary "@$LARDER_STATE/value-100.bin" "$REF/keys/$k" \
+        || die "the reference server did not start; see $LARDER_STATE/reference.log"
+done
+say "reference server: a key read at $QUIET_RATE/s for ${duration} s; a neighbour reading another key at $FLOOD_RATE/s in phase 1"
+phases 3
+generate "$REF/keys/noisy-n" none "$FLOOD_RATE" 32 "$LARDER_STATE/reference-flood.json" 1 & flood=$!
+generate "$REF/keys/noisy-q" none "$QUIET_RATE" 16 "$LARDER_STATE/reference-quiet.json"
+wait "$flood"
+say "reference: $(jq '.requests' "$LARDER_STATE/reference-quiet.json") quiet requests, $(jq '.errors' "$LARDER_STATE/reference-quiet.json") failed; neighbour $(jq '.requests - .errors' "$LARDER_STATE/reference-flood.json") served"
+report "$LARDER_STATE/reference-quiet.json" "alone" "neighbour at the same rate" "alone again (noise floor)"
