@@ -112,27 +112,13 @@ struct CommonRules;
 
 impl Modify for CommonRules {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use larder_service::openapi::{add_problem_responses, headers_are_strings, operations_mut};
         use utoipa::openapi::path::ParameterIn;
-        use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
-        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
+            for operation in operations_mut(item) {
+                headers_are_strings(operation);
                 for parameter in operation.parameters.iter_mut().flatten() {
-                    // A header is text or absent; `Option<String>` made it nullable.
-                    if parameter.parameter_in == ParameterIn::Header
-                        && let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut()
-                        && let SchemaType::Array(types) = &object.schema_type
-                        && types.contains(&Type::Null)
-                    {
-                        object.schema_type = SchemaType::Type(Type::String);
-                    }
                     if parameter.parameter_in != ParameterIn::Path {
                         continue;
                     }
@@ -148,26 +134,8 @@ impl Modify for CommonRules {
                         );
                     }
                 }
-                if !path.starts_with("/v1/") {
-                    continue;
-                }
-                for (status, description) in COMMON_RESPONSES {
-                    operation
-                        .responses
-                        .responses
-                        .entry((*status).to_owned())
-                        .or_insert_with(|| {
-                            ResponseBuilder::new()
-                                .description(*description)
-                                .content(
-                                    "application/problem+json",
-                                    ContentBuilder::new()
-                                        .schema(Some(Ref::from_schema_name("Problem")))
-                                        .build(),
-                                )
-                                .build()
-                                .into()
-                        });
+                if path.starts_with("/v1/") {
+                    add_problem_responses(operation, COMMON_RESPONSES);
                 }
             }
         }

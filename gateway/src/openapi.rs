@@ -3,7 +3,7 @@
 //! `openapi/gateway.json` in the repository is this document; a test fails when they
 //! differ (set `LARDER_UPDATE_OPENAPI=1` when running it to rewrite the file).
 
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, path::ParameterIn};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
@@ -142,26 +142,11 @@ const NAMESPACE_PATTERN: &str = "^[a-z][a-z0-9-]{1,62}$";
 /// What holds for every tenant operation: the `ns` path parameter is a namespace name,
 /// headers are strings (never `null`), and the [`COMMON_RESPONSES`] can be answered.
 fn add_common_rules(doc: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    use larder_service::openapi::{add_problem_responses, headers_are_strings, operations_mut};
     for item in doc.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-            &mut item.head,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations_mut(item) {
+            headers_are_strings(operation);
             for parameter in operation.parameters.iter_mut().flatten() {
-                // A header is text or absent; `Option<String>` made it nullable.
-                if parameter.parameter_in == ParameterIn::Header
-                    && let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut()
-                    && let SchemaType::Array(types) = &object.schema_type
-                    && types.contains(&Type::Null)
-                {
-                    object.schema_type = SchemaType::Type(Type::String);
-                }
                 if parameter.name == "ns" && parameter.parameter_in == ParameterIn::Path {
                     parameter.schema = Some(
                         ObjectBuilder::new()
@@ -171,24 +156,7 @@ fn add_common_rules(doc: &mut utoipa::openapi::OpenApi) {
                     );
                 }
             }
-            for (status, description) in COMMON_RESPONSES {
-                operation
-                    .responses
-                    .responses
-                    .entry((*status).to_owned())
-                    .or_insert_with(|| {
-                        ResponseBuilder::new()
-                            .description(*description)
-                            .content(
-                                "application/problem+json",
-                                ContentBuilder::new()
-                                    .schema(Some(Ref::from_schema_name("Problem")))
-                                    .build(),
-                            )
-                            .build()
-                            .into()
-                    });
-            }
+            add_problem_responses(operation, COMMON_RESPONSES);
         }
     }
 }

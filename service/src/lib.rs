@@ -9,12 +9,14 @@
 //! - [`http`]: serving a router on an already bound listener with graceful drain, and the
 //!   layers every HTTP service shares (request ids, request spans, scrubbed headers).
 //! - [`json`]: the JSON body extractor, which also takes integers written as `5.0`.
+//! - [`openapi`]: rules both services apply to their generated OpenAPI documents.
 //!
 //! Services depend on this crate and on `larder-registry`, never on each other.
 
 pub mod config;
 pub mod http;
 pub mod json;
+pub mod openapi;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;
