@@ -96,12 +96,11 @@ generate() { # URL TOKEN RATE CONNECTIONS OUT [ONLY_PHASE]
 # report OUT NAME...: each phase's p50 and p99 of the quiet generator's record OUT.
 report() {
     local out=$1; shift
-    printf '%s\n' "$@" | jq -R . | jq -s . >"$out.names"
-    jq -r --slurpfile names "$out.names" '.phase_latency as $p | .phase_slice_p99_us as $m
+    jq -r '.phase_latency as $p | .phase_slice_p99_us as $m
         | def pct(a; b): ((a / b * 100 | round) - 100) | if . >= 0 then "+\(.)" else "\(.)" end;
-        $names[0] | to_entries[]
+        $ARGS.positional | to_entries[]
         | "  phase \(.key) \(.value):\n      p50 \($p[.key].p50_us) µs, p99 \($p[.key].p99_us) µs (\(pct($p[.key].p99_us; $p[0].p99_us)) % against phase 0), median of slice p99s \($m[.key]) µs (\(pct($m[.key]; $m[0])) %), \($p[.key].samples) requests"' \
-        "$out"
+        "$out" --args "$@"
 }
 say "quiet namespace at $QUIET_RATE/s for ${duration} s; neighbour limited to $NOISY_LIMIT ops/s, driven at $FLOOD_RATE/s in phase 1; the same rate within a limit in phase 3, of /healthz in phase 4"
 key=$GW/v1/namespaces/%s/keys/k

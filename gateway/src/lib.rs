@@ -111,7 +111,7 @@ async fn around(
         Ok(request) => request,
         Err(refused) => return refused,
     };
-    let tracked = state.metrics.begin(&state.snapshot.load(), &request);
+    let tracked = state.metrics.begin(&state.snapshot, &request);
     let response = ratelimit::with_headers(next.run(request)).await;
     if let Some(tracked) = tracked {
         state.metrics.finish(tracked, &response);

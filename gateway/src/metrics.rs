@@ -18,7 +18,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use larder_registry::{SessionStatus, Snapshot};
+use larder_registry::{SessionStatus, Snapshot, SnapshotReader};
 
 use crate::error::{ApiError, Source};
 
@@ -296,7 +296,7 @@ pub struct Tracked {
 impl Metrics {
     /// Starts measuring `request` if it is a data request (a `/v1/` route); counts it in
     /// flight until [`Metrics::finish`].
-    pub fn begin(&self, snapshot: &Snapshot, request: &Request) -> Option<Tracked> {
+    pub fn begin(&self, snapshot: &SnapshotReader, request: &Request) -> Option<Tracked> {
         let route = request.extensions().get::<MatchedPath>()?.as_str();
         if !route.starts_with("/v1/") {
             return None;
@@ -308,7 +308,7 @@ impl Metrics {
             .strip_prefix("/v1/namespaces/")
             .and_then(|r| r.split('/').next())
             .unwrap_or("");
-        let namespace = if snapshot.namespace(ns).is_some() {
+        let namespace = if snapshot.load().namespace(ns).is_some() {
             ns.to_owned()
         } else {
             "_other".to_owned()
