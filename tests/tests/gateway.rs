@@ -290,21 +290,6 @@ async fn problem(r: reqwest::Response) -> (StatusCode, String) {
     )
 }
 
-macro_rules! on_both_topologies {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn standalone() {
-                super::$name(false).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_cluster() {
-                super::$name(true).await
-            }
-        }
-    };
-}
-
 on_both_topologies!(keys_ttl_and_conditions);
 async fn keys_ttl_and_conditions(cluster: bool) {
     let f = Fixture::start(cluster).await;

@@ -1056,21 +1056,6 @@ fn listed(reply: &Reply) -> Vec<Vec<u8>> {
         .collect()
 }
 
-macro_rules! on_both_topologies {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn standalone() {
-                super::$name(false).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_cluster() {
-                super::$name(true).await
-            }
-        }
-    };
-}
-
 on_both_topologies!(tenants_stay_apart);
 /// Tenant A's token, random keys (with `..`, `/`, `%2F`, globs, braces, colons,
 /// Unicode, NUL, up to one past the longest key), prefixes with glob characters,
